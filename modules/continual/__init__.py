@@ -1,0 +1,57 @@
+"""Continual inference: modules that run on a whole clip or one time step at a time, with the same weights.
+
+See ``base.py`` for the step protocol. Imports torch only.
+"""
+
+from .base import CoModule, StatefulModule
+from .container import Broadcast, BroadcastReduce, Lambda, Parallel, Reduce, Residual, Sequential
+from .conv import Conv1d, Conv2d, Conv3d
+from .convert import UnsupportedModuleError, continual, register
+from .delay import Delay, Skip
+from .linear import Linear
+from .local import StepLocal, local
+from .pooling import (
+    AdaptiveAvgPool2d,
+    AdaptiveAvgPool3d,
+    AdaptiveMaxPool2d,
+    AdaptiveMaxPool3d,
+    AvgPool1d,
+    AvgPool2d,
+    AvgPool3d,
+    MaxPool1d,
+    MaxPool2d,
+    MaxPool3d,
+)
+
+__all__ = [
+    "AdaptiveAvgPool2d",
+    "AdaptiveAvgPool3d",
+    "AdaptiveMaxPool2d",
+    "AdaptiveMaxPool3d",
+    "AvgPool1d",
+    "AvgPool2d",
+    "AvgPool3d",
+    "Broadcast",
+    "BroadcastReduce",
+    "CoModule",
+    "Conv1d",
+    "Conv2d",
+    "Conv3d",
+    "Delay",
+    "Lambda",
+    "Linear",
+    "MaxPool1d",
+    "MaxPool2d",
+    "MaxPool3d",
+    "Parallel",
+    "Reduce",
+    "Residual",
+    "Sequential",
+    "Skip",
+    "StatefulModule",
+    "StepLocal",
+    "UnsupportedModuleError",
+    "continual",
+    "local",
+    "register",
+]

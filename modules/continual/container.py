@@ -1,0 +1,402 @@
+"""Containers: ``Sequential``, ``Broadcast``, ``Parallel``, ``Reduce``, ``BroadcastReduce``, ``Residual``, ``Lambda``.
+
+Temporal properties compose: in a sequence, module ``i`` sees one input per ``S_i`` (the product of the
+strides before it) steps, so ``delay = sum_i delay_i * S_i``, ``stride = prod_i s_i``,
+``padding = sum_i p_i * S_i`` and the receptive field grows as ``r <- s_i * r + r_i - s_i`` from the back.
+Parallel branches are aligned on the step at which they emit: with ``auto_delay`` every branch that would
+emit earlier than the slowest one is followed by a ``Delay``. Outputs of aligned branches then pair by index,
+in ``forward`` as in stepping.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from .base import CoModule, stack_steps
+from .convert import continual, register
+from .delay import Delay, Skip
+
+__all__ = ["Broadcast", "BroadcastReduce", "Lambda", "Parallel", "Reduce", "Residual", "Sequential"]
+
+Stream = Tensor | list[Tensor]
+
+
+def _as_co(module: nn.Module) -> nn.Module:
+    return module if isinstance(module, CoModule) else continual(module)
+
+
+def _tstride(module: nn.Module) -> int:
+    return module.stride[0]
+
+
+class _Container(CoModule):
+    """State of a container is the list of its children's states."""
+
+    def get_state(self) -> list[Any]:
+        return [m.get_state() for m in self._stateful()]
+
+    def set_state(self, state: Any) -> None:
+        if state is None:
+            self.clean_state()
+            return
+        modules = self._stateful()
+        if len(state) != len(modules):
+            raise ValueError(f"{type(self).__name__}.set_state expects {len(modules)} child states, got {len(state)}")
+        for module, child_state in zip(modules, state):
+            module.set_state(child_state)
+
+    def clean_state(self) -> None:
+        for m in self._stateful():
+            m.clean_state()
+
+    def _stateful(self) -> list[nn.Module]:
+        return list(self.children())  # type: ignore[attr-defined]
+
+    def _snapshot_call(self, fn: Callable[[], Any], update_state: bool) -> Any:
+        if update_state:
+            return fn()
+        saved = self.get_state()
+        try:
+            return fn()
+        finally:
+            self.set_state(saved)
+
+
+class Sequential(_Container, nn.Sequential):
+    """``nn.Sequential`` whose children are converted to continual modules (same keys as the nn version)."""
+
+    def __init__(self, *args: Any) -> None:
+        if len(args) == 1 and isinstance(args[0], OrderedDict):
+            super().__init__(OrderedDict((k, _as_co(m)) for k, m in args[0].items()))
+        else:
+            super().__init__(*(_as_co(m) for m in args))
+
+    def add_module(self, name: str, module: nn.Module | None) -> None:
+        super().add_module(name, None if module is None else _as_co(module))
+
+    def append(self, module: nn.Module) -> Sequential:
+        return super().append(_as_co(module))
+
+    @property
+    def receptive_field(self) -> int:
+        rf = 1
+        for m in reversed(list(self)):
+            rf = _tstride(m) * rf + m.receptive_field - _tstride(m)
+        return rf
+
+    @property
+    def stride(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (functools.reduce(lambda a, m: a * _tstride(m), self, 1),)
+
+    @property
+    def padding(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (self._accumulate(lambda m: m.padding[0]),)
+
+    @property
+    def delay(self) -> int:
+        return self._accumulate(lambda m: m.delay)
+
+    def _accumulate(self, value: Callable[[nn.Module], int]) -> int:
+        total, scale = 0, 1
+        for m in self:
+            total += value(m) * scale
+            scale *= _tstride(m)
+        return total
+
+    def forward_step(self, step: Stream, update_state: bool = True) -> Stream | None:
+        def run() -> Stream | None:
+            x: Any = step
+            for m in self:
+                x = m.forward_step(x)
+                if x is None:
+                    return None
+            return x
+
+        return self._snapshot_call(run, update_state)
+
+    def forward_steps(self, clip: Stream, pad_end: bool = False, update_state: bool = True) -> Stream | None:
+        """Each child steps through all outputs of the one before it, then flushes its own end padding."""
+
+        def run() -> Stream | None:
+            x: Any = clip
+            for m in self:
+                x = m.forward_steps(x, pad_end=pad_end)
+                if x is None:
+                    return None
+            return x
+
+        return self._snapshot_call(run, update_state)
+
+    @classmethod
+    def build_from(cls, module: nn.Sequential, **kwargs: Any) -> Sequential:
+        return cls(OrderedDict((name, continual(m, **kwargs)) for name, m in module.named_children()))
+
+
+class Broadcast(_Container, nn.Module):
+    """Copy one stream into ``num_streams`` streams."""
+
+    def __init__(self, num_streams: int) -> None:
+        super().__init__()
+        self.num_streams = num_streams
+
+    def forward(self, clip: Tensor) -> list[Tensor]:
+        return [clip] * self.num_streams
+
+    def forward_step(self, step: Tensor, update_state: bool = True) -> list[Tensor]:
+        return [step] * self.num_streams
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> list[Tensor]:
+        return [clip] * self.num_streams
+
+    def extra_repr(self) -> str:
+        return str(self.num_streams)
+
+
+_REDUCTIONS: dict[str, Callable[[list[Tensor]], Tensor]] = {
+    "sum": lambda xs: functools.reduce(torch.add, xs),
+    "mul": lambda xs: functools.reduce(torch.mul, xs),
+    "max": lambda xs: functools.reduce(torch.maximum, xs),
+    "concat": lambda xs: torch.cat(xs, dim=1),
+}
+
+
+def _reduction(reduce: str | Callable[[list[Tensor]], Tensor]) -> Callable[[list[Tensor]], Tensor]:
+    if callable(reduce):
+        return reduce
+    if reduce not in _REDUCTIONS:
+        raise ValueError(f"reduce must be one of {sorted(_REDUCTIONS)} or a callable, got {reduce!r}")
+    return _REDUCTIONS[reduce]
+
+
+def _check_lengths(clips: Sequence[Tensor], owner: str) -> None:
+    lengths = [c.shape[2] for c in clips]
+    if len(set(lengths)) > 1:
+        raise ValueError(
+            f"{owner}: branches give clips of different lengths {lengths}; give them equal temporal padding, "
+            "or use Residual(..., residual_shrink='lagging'|'centered'|'leading') for a residual connection"
+        )
+
+
+class Reduce(_Container, nn.Module):
+    """Reduce a list of streams to one: ``sum``, ``mul``, ``max``, ``concat`` (channels) or a callable."""
+
+    def __init__(self, reduce: str | Callable[[list[Tensor]], Tensor] = "sum") -> None:
+        super().__init__()
+        self.reduce_name = reduce if isinstance(reduce, str) else getattr(reduce, "__name__", "callable")
+        self._reduce = _reduction(reduce)
+
+    def forward(self, clips: list[Tensor]) -> Tensor:
+        _check_lengths(clips, type(self).__name__)
+        return self._reduce(list(clips))
+
+    def forward_step(self, steps: list[Tensor], update_state: bool = True) -> Tensor | None:
+        if any(s is None for s in steps):
+            return None
+        return self._reduce(list(steps))
+
+    def forward_steps(self, clips: list[Tensor], pad_end: bool = False, update_state: bool = True) -> Tensor | None:
+        if any(c is None for c in clips):
+            return None
+        return self.forward(clips)
+
+    def extra_repr(self) -> str:
+        return repr(self.reduce_name)
+
+
+class _Branches(_Container, nn.Module):
+    """Branches plus the parameter-free ``Delay`` modules that align them (kept out of the state_dict keys)."""
+
+    def _init_branches(self, modules: tuple[Any, ...], auto_delay: bool) -> None:
+        named = modules[0].items() if len(modules) == 1 and isinstance(modules[0], OrderedDict) else None
+        items = list(named) if named is not None else [(str(i), m) for i, m in enumerate(modules)]
+        if not items:
+            raise ValueError(f"{type(self).__name__} needs at least one branch")
+        for name, m in items:
+            self.add_module(name, _as_co(m))
+        strides = {_tstride(m) for m in self._branches()}
+        if len(strides) > 1:
+            raise ValueError(f"{type(self).__name__}: branches have different temporal strides {sorted(strides)}")
+        delays = [m.delay for m in self._branches()]
+        # Stored in a plain list: the aligners have no weights, and registering them would add state_dict keys.
+        self._aligners = [Delay(max(delays) - d) if auto_delay and d < max(delays) else None for d in delays]
+
+    def _branches(self) -> list[nn.Module]:
+        return [m for m in self.children()]
+
+    def _stateful(self) -> list[nn.Module]:
+        return self._branches() + [a for a in self._aligners if a is not None]
+
+    @property
+    def delay(self) -> int:
+        return max(m.delay + (a.delay if a else 0) for m, a in zip(self._branches(), self._aligners))
+
+    @property
+    def receptive_field(self) -> int:
+        return max(m.receptive_field + (a.delay if a else 0) for m, a in zip(self._branches(), self._aligners))
+
+    @property
+    def stride(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (_tstride(self._branches()[0]),)
+
+    @property
+    def padding(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (max(m.padding[0] for m in self._branches()),)
+
+    def _step_branches(self, steps: Sequence[Tensor]) -> list[Tensor] | None:
+        outs = []
+        for m, a, x in zip(self._branches(), self._aligners, steps):
+            y = m.forward_step(x)
+            if a is not None and y is not None:
+                y = a.forward_step(y)
+            outs.append(y)
+        return None if any(y is None for y in outs) else outs
+
+    def _steps_branches(self, clips: Sequence[Tensor], pad_end: bool) -> list[Tensor] | None:
+        outs = []
+        for m, a, x in zip(self._branches(), self._aligners, clips):
+            y = m.forward_steps(x, pad_end=pad_end)
+            if a is not None and y is not None:
+                y = a.forward_steps(y, pad_end=pad_end)
+            outs.append(y)
+        return None if any(y is None for y in outs) else outs
+
+
+class Parallel(_Branches):
+    """Apply branch ``i`` to stream ``i`` of a list; returns the list of outputs."""
+
+    def __init__(self, *modules: Any, auto_delay: bool = True) -> None:
+        super().__init__()
+        self._init_branches(modules, auto_delay)
+
+    def forward(self, clips: list[Tensor]) -> list[Tensor]:
+        return [m(x) for m, x in zip(self._branches(), clips)]
+
+    def forward_step(self, steps: list[Tensor], update_state: bool = True) -> list[Tensor] | None:
+        return self._snapshot_call(lambda: self._step_branches(steps), update_state)
+
+    def forward_steps(self, clips: list[Tensor], pad_end: bool = False, update_state: bool = True) -> Any:
+        return self._snapshot_call(lambda: self._steps_branches(clips, pad_end), update_state)
+
+
+class BroadcastReduce(_Branches):
+    """Feed one stream to every branch and reduce their outputs (``sum``, ``mul``, ``max``, ``concat``, callable)."""
+
+    def __init__(
+        self, *modules: Any, reduce: str | Callable[[list[Tensor]], Tensor] = "sum", auto_delay: bool = True
+    ) -> None:
+        super().__init__()
+        self._init_branches(modules, auto_delay)
+        self.reduce_name = reduce if isinstance(reduce, str) else getattr(reduce, "__name__", "callable")
+        self._reduce = _reduction(reduce)
+
+    def forward(self, clip: Tensor) -> Tensor:
+        outs = [m(clip) for m in self._branches()]
+        _check_lengths(outs, type(self).__name__)
+        return self._reduce(outs)
+
+    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
+        def run() -> Tensor | None:
+            outs = self._step_branches([step] * len(self._aligners))
+            return None if outs is None else self._reduce(outs)
+
+        return self._snapshot_call(run, update_state)
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
+        def run() -> Tensor | None:
+            outs = self._steps_branches([clip] * len(self._aligners), pad_end)
+            if outs is None:
+                return None
+            _check_lengths(outs, type(self).__name__)
+            return self._reduce(outs)
+
+        return self._snapshot_call(run, update_state)
+
+    def extra_repr(self) -> str:
+        return f"reduce={self.reduce_name!r}"
+
+
+_SHRINK_OFFSETS: dict[Any, Callable[[int], int]] = {
+    "lagging": lambda excess: 0,
+    "centered": lambda excess: excess // 2,
+    True: lambda excess: excess // 2,
+    "leading": lambda excess: excess,
+}
+
+
+class Residual(BroadcastReduce):
+    """``module(x) + x`` with the residual aligned to the step at which ``module`` emits.
+
+    If ``module`` shortens the clip (less than "same" temporal padding), ``residual_shrink`` picks which input
+    frame of each output window is added: ``"lagging"`` the oldest, ``"centered"`` (or ``True``) the middle,
+    ``"leading"`` the newest. Branch 0 is the parameter-free residual, branch 1 the module (keys ``1.*``).
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        temporal_fill: str | None = None,
+        reduce: str | Callable[[list[Tensor]], Tensor] = "sum",
+        residual_shrink: bool | str = False,
+    ) -> None:
+        module = _as_co(module)
+        if _tstride(module) != 1:
+            raise ValueError(f"Residual needs a module with temporal stride 1, got {_tstride(module)}")
+        fill = temporal_fill or getattr(module, "temporal_fill", "zeros")
+        super().__init__(_residual_branch(module, residual_shrink, fill), module, reduce=reduce, auto_delay=False)
+        self.residual_shrink = residual_shrink
+
+
+def _residual_branch(module: nn.Module, residual_shrink: bool | str, temporal_fill: str) -> nn.Module:
+    delay, pad = module.delay, module.padding[0]
+    excess = delay - pad  # frames by which the module shortens the clip
+    if excess < 0:
+        raise ValueError(f"Residual: the module lengthens the clip by {-excess} frames; pad it less")
+    if excess == 0:
+        return Delay(delay, temporal_fill)
+    if residual_shrink not in _SHRINK_OFFSETS:
+        raise ValueError(
+            f"Residual: the module shortens the clip by {excess} frames (receptive field "
+            f"{module.receptive_field}, temporal padding {pad}); pass residual_shrink='lagging', 'centered' "
+            "or 'leading' to choose the input frame added to each output"
+        )
+    offset = _SHRINK_OFFSETS[residual_shrink](excess)
+    skip = [Skip(offset)] if offset else []
+    return Sequential(*skip, Delay(delay - offset, temporal_fill, shrink=excess - offset))
+
+
+class Lambda(_Container, nn.Module):
+    """A stateless function as a module. ``takes_time=False``: ``fn`` maps a step (or each frame of a clip);
+    ``takes_time=True``: ``fn`` maps a clip and is given steps as one-frame clips.
+    """
+
+    def __init__(self, fn: Callable[[Tensor], Tensor], takes_time: bool = False) -> None:
+        super().__init__()
+        self.fn = fn
+        self.takes_time = takes_time
+
+    def forward(self, clip: Tensor) -> Tensor:
+        if self.takes_time:
+            return self.fn(clip)
+        return torch.stack([self.fn(clip[:, :, t]) for t in range(clip.shape[2])], dim=2)
+
+    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor:
+        return self.fn(step.unsqueeze(2)).squeeze(2) if self.takes_time else self.fn(step)
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor:
+        return (
+            self.forward(clip)
+            if self.takes_time
+            else stack_steps([self.fn(clip[:, :, t]) for t in range(clip.shape[2])])
+        )
+
+    def extra_repr(self) -> str:
+        return f"{getattr(self.fn, '__name__', repr(self.fn))}, takes_time={self.takes_time}"
+
+
+register(nn.Sequential, Sequential.build_from)
