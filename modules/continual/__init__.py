@@ -3,8 +3,8 @@
 See ``base.py`` for the step protocol. Imports torch only.
 """
 
-from .base import CoModule, StatefulModule
-from .container import Broadcast, BroadcastReduce, Lambda, Parallel, Reduce, Residual, Sequential
+from .base import CoModule, StatefulModule, call_mode
+from .container import Broadcast, BroadcastReduce, Conditional, Lambda, Parallel, Reduce, Residual, Sequential
 from .conv import Conv1d, Conv2d, Conv3d
 from .convert import UnsupportedModuleError, continual, register
 from .delay import Delay, Skip
@@ -34,6 +34,7 @@ __all__ = [
     "Broadcast",
     "BroadcastReduce",
     "CoModule",
+    "Conditional",
     "Conv1d",
     "Conv2d",
     "Conv3d",
@@ -51,6 +52,7 @@ __all__ = [
     "StatefulModule",
     "StepLocal",
     "UnsupportedModuleError",
+    "call_mode",
     "continual",
     "local",
     "register",

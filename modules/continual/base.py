@@ -17,12 +17,24 @@ captured in a CUDA graph; step counters are Python ints, so a step never synchro
 
 from __future__ import annotations
 
+import contextlib
+from contextvars import ContextVar
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CoModule", "StatefulModule", "check_fill", "clone_state", "in_place_ok", "stack_steps", "store"]
+__all__ = [
+    "CALL_MODES",
+    "CoModule",
+    "StatefulModule",
+    "call_mode",
+    "check_fill",
+    "clone_state",
+    "in_place_ok",
+    "stack_steps",
+    "store",
+]
 
 FILLS = ("zeros", "replicate")
 
@@ -69,6 +81,36 @@ def clone_state(state: Any) -> Any:
     return state
 
 
+CALL_MODES = ("forward", "forward_steps", "forward_step")
+_MODE_STACK: ContextVar[tuple[str, ...]] = ContextVar("call_mode_stack", default=())
+
+
+def _as_mode(mode: str | int) -> str:
+    if isinstance(mode, int) and not isinstance(mode, bool) and 0 <= mode < len(CALL_MODES):
+        return CALL_MODES[mode]
+    if mode in CALL_MODES:
+        return str(mode)
+    raise ValueError(f"call_mode must be one of {CALL_MODES} or their index 0-2, got {mode!r}")
+
+
+class call_mode(contextlib.ContextDecorator):
+    """Temporarily make ``module(x)`` call ``forward_step`` or ``forward_steps`` on every continual module.
+
+    Contexts nest: leaving an inner one restores the outer one's mode.
+    """
+
+    def __init__(self, mode: str | int) -> None:
+        self.mode = _as_mode(mode)
+        self._tokens: list[Any] = []
+
+    def __enter__(self) -> call_mode:
+        self._tokens.append(_MODE_STACK.set((*_MODE_STACK.get(), self.mode)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        _MODE_STACK.reset(self._tokens.pop())
+
+
 class CoModule:
     """Mixin that marks a ``torch.nn.Module`` as continual and gives the generic stepping loops.
 
@@ -89,6 +131,27 @@ class CoModule:
     # Plain class attributes, not properties: torch layers assign their own tuples in ``__init__``.
     stride: tuple[int, ...] = (1,)
     padding: tuple[int, ...] = (0,)
+
+    # --- call dispatch -----------------------------------------------------------------------------
+    @property
+    def call_mode(self) -> str:
+        """What ``module(x)`` runs: ``forward`` (default), ``forward_steps`` or ``forward_step``."""
+        stack = _MODE_STACK.get()
+        return stack[-1] if stack else self.__dict__.get("_call_mode", "forward")
+
+    @call_mode.setter
+    def call_mode(self, mode: str | int) -> None:
+        value = _as_mode(mode)
+        modules = self.modules() if isinstance(self, nn.Module) else [self]
+        for m in modules:
+            if isinstance(m, CoModule):
+                m.__dict__["_call_mode"] = value
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        mode = self.call_mode
+        if mode == "forward":
+            return super().__call__(*args, **kwargs)  # type: ignore[misc]
+        return getattr(self, mode)(*args, **kwargs)
 
     # --- stepping ---------------------------------------------------------------------------------
     def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:

@@ -22,7 +22,7 @@ from .base import CoModule, stack_steps
 from .convert import continual, register
 from .delay import Delay, Skip
 
-__all__ = ["Broadcast", "BroadcastReduce", "Lambda", "Parallel", "Reduce", "Residual", "Sequential"]
+__all__ = ["Broadcast", "BroadcastReduce", "Conditional", "Lambda", "Parallel", "Reduce", "Residual", "Sequential"]
 
 Stream = Tensor | list[Tensor]
 
@@ -332,9 +332,11 @@ _SHRINK_OFFSETS: dict[Any, Callable[[int], int]] = {
 class Residual(BroadcastReduce):
     """``module(x) + x`` with the residual aligned to the step at which ``module`` emits.
 
-    If ``module`` shortens the clip (less than "same" temporal padding), ``residual_shrink`` picks which input
-    frame of each output window is added: ``"lagging"`` the oldest, ``"centered"`` (or ``True``) the middle,
-    ``"leading"`` the newest. Branch 0 is the parameter-free residual, branch 1 the module (keys ``1.*``).
+    If ``module`` shortens the clip by ``e`` frames (less than "same" temporal padding), ``residual_shrink``
+    picks which ``T - e`` input frames are added: ``"lagging"`` the first ones, ``"leading"`` the last ones,
+    ``"centered"`` (or ``True``) those in between (offset ``e // 2``). Without temporal padding these are the
+    oldest, newest and middle frames of each output's window. Branch 0 is the parameter-free residual, branch 1
+    the module (keys ``1.*``).
     """
 
     def __init__(
@@ -397,6 +399,62 @@ class Lambda(_Container, nn.Module):
 
     def extra_repr(self) -> str:
         return f"{getattr(self.fn, '__name__', repr(self.fn))}, takes_time={self.takes_time}"
+
+
+class Conditional(_Container, nn.Module):
+    """Run ``on_true`` when ``predicate(self, x)`` holds, else ``on_false`` (the identity when None).
+
+    Both branches emit at the same step: the faster one is followed by a ``Delay``. Only the chosen branch
+    steps, so a predicate that changes mid-stream (e.g. on ``self.training``) should come with ``clean_state``.
+    """
+
+    def __init__(
+        self,
+        predicate: Callable[[nn.Module, Any], bool],
+        on_true: nn.Module,
+        on_false: nn.Module | None = None,
+    ) -> None:
+        super().__init__()
+        self.predicate = predicate
+        self.on_true = _as_co(on_true)
+        self.on_false = _as_co(on_false) if on_false is not None else Delay(0)
+        late = max(self.on_true.delay, self.on_false.delay)
+        self._aligners = [Delay(late - b.delay) if b.delay < late else None for b in (self.on_true, self.on_false)]
+
+    def _stateful(self) -> list[nn.Module]:
+        return [self.on_true, self.on_false] + [a for a in self._aligners if a is not None]
+
+    @property
+    def delay(self) -> int:
+        return max(self.on_true.delay, self.on_false.delay)
+
+    @property
+    def receptive_field(self) -> int:
+        return max(self.on_true.receptive_field, self.on_false.receptive_field)
+
+    def _chosen(self, x: Any) -> tuple[nn.Module, Delay | None]:
+        if self.predicate(self, x):
+            return self.on_true, self._aligners[0]
+        return self.on_false, self._aligners[1]
+
+    def forward(self, clip: Tensor) -> Tensor:
+        return self._chosen(clip)[0](clip)
+
+    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
+        def run() -> Tensor | None:
+            branch, aligner = self._chosen(step)
+            y = branch.forward_step(step)
+            return aligner.forward_step(y) if aligner is not None and y is not None else y
+
+        return self._snapshot_call(run, update_state)
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
+        def run() -> Tensor | None:
+            branch, aligner = self._chosen(clip)
+            y = branch.forward_steps(clip, pad_end=pad_end)
+            return aligner.forward_steps(y, pad_end=pad_end) if aligner is not None and y is not None else y
+
+        return self._snapshot_call(run, update_state)
 
 
 register(nn.Sequential, Sequential.build_from)

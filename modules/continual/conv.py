@@ -92,7 +92,7 @@ class _ContinualConv(StatefulModule):
 
     # --- online ----------------------------------------------------------------------------------------
     def _step_weight(self) -> Tensor:
-        """The weight as ``(C_out * k, C_in / groups, *k_spatial)`` with taps reversed, cached when frozen."""
+        """The weight as ``(k * C_out, C_in / groups, *k_spatial)`` with taps reversed, cached when frozen."""
         w = self.weight
         key = (w.data_ptr(), w._version, w.dtype, w.device)
         # Cached only when autograd cannot need a fresh graph; the version counter catches in-place updates.
@@ -100,13 +100,18 @@ class _ContinualConv(StatefulModule):
         if cacheable and self._weight_cache is not None and self._weight_cache[0] == key:
             return self._weight_cache[1]
         k = self.kernel_size[0]
-        step_w = w.flip(2).transpose(1, 2).reshape(w.shape[0] * k, w.shape[1], *w.shape[3:])
+        taps = w.flip(2)  # tap l = W[k - 1 - l] meets the output l steps ahead
+        if self.groups == 1:
+            step_w = taps.transpose(0, 2).transpose(1, 2).reshape(k * w.shape[0], w.shape[1], *w.shape[3:])
+        else:  # channel-major keeps every output channel's taps inside its group
+            step_w = taps.transpose(1, 2).reshape(w.shape[0] * k, w.shape[1], *w.shape[3:])
         if cacheable:
             self._weight_cache = (key, step_w)
         return step_w
 
-    def _frame_conv(self, step: Tensor) -> Tensor:
-        """All temporal taps applied to one step: ``(B, C_out, k, *S_out)``."""
+    def _frame_conv(self, step: Tensor) -> tuple[Tensor, ...]:
+        """All temporal taps applied to one step: ``k`` tensors ``(B, C_out, *S_out)``, tap ``l`` first meeting
+        the output ``l * dilation`` steps ahead."""
         if self.padding_mode != "zeros" and any(self.padding[1:]):
             step = F.pad(step, self._spatial_pad(), mode=self.padding_mode)
             padding: Any = 0
@@ -122,51 +127,81 @@ class _ContinualConv(StatefulModule):
         else:
             conv = _SPATIAL_CONV[self._nd - 1]
             y = conv(step, w, None, self.stride[1:], padding, self.dilation[1:], self.groups)
-        return y.view(y.shape[0], self.out_channels, self.kernel_size[0], *y.shape[2:])
+        k = self.kernel_size[0]
+        if self.groups == 1:  # tap-major channels: each tap is a contiguous block
+            return y.view(y.shape[0], k, self.out_channels, *y.shape[2:]).unbind(1)
+        return y.view(y.shape[0], self.out_channels, k, *y.shape[2:]).unbind(2)
 
-    def _initial_acc(self, y: Tensor) -> Tensor:
-        """Sums for the next ``r - 1`` outputs from the assumed past: zeros, or copies of the first frame."""
-        acc = y.new_zeros(y.shape[0], y.shape[1], self.receptive_field - 1, *y.shape[3:])
+    def _bias_view(self) -> Tensor | None:
+        return None if self.bias is None else self.bias.view(-1, *(1,) * (self._nd - 1))
+
+    def _initial_acc(self, taps: tuple[Tensor, ...]) -> Tensor:
+        """Sums for the next ``r - 1`` outputs, ``(r - 1, B, C_out, *S)``, each already holding the bias.
+
+        With ``replicate`` the past is copies of the first frame, which meet tap ``l`` of every output fewer
+        than ``l * d`` steps ahead.
+        """
+        acc = taps[0].new_zeros(self.receptive_field - 1, *taps[0].shape)
+        bias = self._bias_view()
+        if bias is not None:
+            acc += bias
         if self.temporal_fill == "replicate":
             d = self.dilation[0]
-            # A past frame equal to x_0 meets tap l of every output j < l * d steps ahead.
             for lag in range(1, self.kernel_size[0]):
-                acc[:, :, : lag * d] += y[:, :, lag : lag + 1]
+                acc[: lag * d] += taps[lag]
         return acc
 
-    def _advance(self, acc: Tensor, y: Tensor) -> Tensor:
-        """Shift the accumulator one step and add the newest frame's contributions."""
+    def _shift_plan(self) -> list[tuple[int, int | None]]:
+        """For each slot but the last: the tap added while it takes over the next slot's sum."""
         d = self.dilation[0]
-        if in_place_ok(acc, y):
-            if d == 1:
-                if acc.shape[2] > 1:
-                    acc[:, :, :-1] = acc[:, :, 1:] + y[:, :, 1:-1]
-                acc[:, :, -1] = y[:, :, -1]
+        return [(j, (j + 1) // d if (j + 1) % d == 0 else None) for j in range(self.receptive_field - 2)]
+
+    def _advance(self, acc: Tensor, taps: tuple[Tensor, ...]) -> Tensor:
+        """Shift the accumulator one step and add the newest frame's contributions (and the bias, once, as the
+        newest output's sum is opened)."""
+        bias = self._bias_view()
+        plan = self.__dict__.get("_plan") or self.__dict__.setdefault("_plan", self._shift_plan())
+        if in_place_ok(acc, taps[0]):
+            # Slot by slot from the oldest: slot j is rewritten before slot j + 1, which it reads.
+            slots = self._slots(acc)
+            for j, lag in plan:
+                if lag is None:
+                    slots[j].copy_(slots[j + 1])
+                else:
+                    torch.add(slots[j + 1], taps[lag], out=slots[j])
+            if bias is None:
+                slots[-1].copy_(taps[-1])
             else:
-                acc[:, :, :-1] = acc[:, :, 1:].clone()
-                acc[:, :, -1] = 0
-                acc[:, :, d - 1 :: d] += y[:, :, 1:]
+                torch.add(taps[-1], bias, out=slots[-1])
             return acc
-        if d == 1:
-            return torch.cat((acc[:, :, 1:] + y[:, :, 1:-1], y[:, :, -1:]), dim=2)
-        shifted = torch.cat((acc[:, :, 1:], torch.zeros_like(acc[:, :, :1])), dim=2)
-        contributions = torch.zeros_like(shifted)
-        contributions[:, :, d - 1 :: d] = y[:, :, 1:]
-        return shifted + contributions
+        sums = [acc[j + 1] if lag is None else acc[j + 1] + taps[lag] for j, lag in plan]
+        sums.append(taps[-1] if bias is None else taps[-1] + bias)
+        return torch.stack(sums)
+
+    def _slots(self, acc: Tensor) -> tuple[Tensor, ...]:
+        """Per-output views of the accumulator, cached while it is the same tensor."""
+        cached = self.__dict__.get("_slot_views")
+        if cached is None or cached[0] is not acc:
+            cached = (acc, acc.unbind(0))
+            self.__dict__["_slot_views"] = cached
+        return cached[1]
 
     def _step(self, step: Tensor) -> Tensor | None:
-        y = self._frame_conv(step)
-        emit = self._emits(self._t)
-        self._t += 1
-        if self.receptive_field == 1:
-            out = y[:, :, 0] if emit else None
-        else:
-            if self._acc is None:
-                self._acc = self._initial_acc(y)
-            out = y[:, :, 0] + self._acc[:, :, 0] if emit else None
-            self._acc = self._advance(self._acc, y)
-        if out is not None and self.bias is not None:
-            out = out + self.bias.view(-1, *(1,) * (out.dim() - 2))
+        taps = self._frame_conv(step)
+        state = self.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on a per-step path
+        t = state["_t"]
+        emit = self._emits(t)
+        state["_t"] = t + 1
+        if len(taps) == 1:
+            if not emit:
+                return None
+            bias = self._bias_view()
+            return taps[0] if bias is None else taps[0] + bias
+        acc = state["_acc"]
+        if acc is None:
+            acc = self._initial_acc(taps)
+        out = taps[0] + acc[0] if emit else None
+        state["_acc"] = self._advance(acc, taps)
         return out
 
     # --- conversion ------------------------------------------------------------------------------------

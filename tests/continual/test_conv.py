@@ -1,0 +1,113 @@
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from modules import continual as co
+
+from .helpers import assert_steps_match, step_through
+
+GRID = [
+    (k, s, p, d) for k, s, p, d in itertools.product([1, 2, 3, 5], [1, 2, 3], [0, 1, 2, 4], [1, 2]) if p <= d * (k - 1)
+]
+
+
+@pytest.mark.parametrize(("k", "s", "p", "d"), GRID)
+@pytest.mark.parametrize("fill", ["zeros", "replicate"])
+def test_conv2d_grid_equals_torch(k: int, s: int, p: int, d: int, fill: str) -> None:
+    torch.manual_seed(k * 100 + s * 10 + p + d)
+    mode = "zeros" if fill == "zeros" else "replicate"
+    conv = co.Conv2d(3, 4, (k, 3), stride=(s, 1), padding=(p, 1), dilation=(d, 1), padding_mode=mode).double()
+    reference = nn.Conv2d(3, 4, (k, 3), stride=(s, 1), padding=(p, 1), dilation=(d, 1), padding_mode=mode).double()
+    reference.load_state_dict(conv.state_dict())
+    for batch, t in ((1, 11), (3, d * (k - 1) + 1)):
+        clip = torch.randn(batch, 3, t, 5, dtype=torch.float64)
+        expected = reference(clip)
+        torch.testing.assert_close(conv(clip), expected, atol=0, rtol=0)
+        assert_steps_match(conv, clip, expected, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_conv3d_groups_spatial_stride_dilation(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    kwargs = dict(kernel_size=(3, 3, 3), stride=(1, 2, 2), padding=(1, 2, 1), dilation=(1, 2, 1), groups=2)
+    conv = co.Conv3d(4, 6, **kwargs).to(dtype)
+    reference = nn.Conv3d(4, 6, **kwargs).to(dtype)
+    reference.load_state_dict(conv.state_dict())
+    clip = torch.randn(2, 4, 7, 9, 8, dtype=dtype)
+    atol = 1e-5 if dtype == torch.float32 else 1e-12
+    assert_steps_match(conv, clip, reference(clip), atol=atol)
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_conv1d_step_is_one_vector(groups: int) -> None:
+    torch.manual_seed(1)
+    conv = co.Conv1d(6, 9, 4, padding=2, groups=groups)
+    clip = torch.randn(3, 6, 10)
+    assert_steps_match(conv, clip, nn.functional.conv1d(clip, conv.weight, conv.bias, padding=2, groups=groups))
+
+
+@pytest.mark.parametrize("mode", ["reflect", "circular", "replicate"])
+def test_spatial_padding_modes(mode: str) -> None:
+    torch.manual_seed(2)
+    conv = co.Conv3d(2, 3, (3, 3, 3), padding=(0, 1, 1), padding_mode=mode, temporal_fill="zeros")
+    reference = nn.Conv3d(2, 3, (3, 3, 3), padding=(0, 1, 1), padding_mode=mode)
+    reference.load_state_dict(conv.state_dict())
+    clip = torch.randn(2, 2, 6, 5, 5)
+    assert_steps_match(conv, clip, reference(clip))
+
+
+def test_temporal_fill_is_independent_of_spatial_mode() -> None:
+    """Zero spatial padding with a replicated past: forward pads time with copies of the edge frames."""
+    torch.manual_seed(3)
+    conv = co.Conv2d(2, 2, (3, 3), padding=(2, 1), temporal_fill="replicate")
+    clip = torch.randn(1, 2, 5, 4)
+    padded = torch.cat([clip[:, :, :1]] * 2 + [clip] + [clip[:, :, -1:]] * 2, dim=2)
+    expected = nn.functional.conv2d(padded, conv.weight, conv.bias, padding=(0, 1))
+    torch.testing.assert_close(conv(clip), expected)
+    assert_steps_match(conv, clip, expected)
+
+
+def test_continuation_across_calls_and_first_output() -> None:
+    torch.manual_seed(4)
+    conv = co.Conv1d(2, 3, 5, padding=1)
+    clip = torch.randn(1, 2, 12)
+    expected = conv(clip)
+    with torch.no_grad():
+        conv.clean_state()
+        first = conv.forward_steps(clip[:, :, :7])
+        second = conv.forward_steps(clip[:, :, 7:], pad_end=True)
+    torch.testing.assert_close(torch.cat([first, second], dim=2), expected)
+    assert conv.delay == 3
+    assert conv.receptive_field == 5
+
+
+def test_training_mode_steps_backpropagate() -> None:
+    """With autograd on, the state is rebuilt functionally, so gradients flow through stepped outputs."""
+    torch.manual_seed(5)
+    conv = co.Conv1d(2, 2, 3, padding=1).train()
+    clip = torch.randn(1, 2, 6, requires_grad=True)
+    outs = [y for y in step_through(conv, clip) if y is not None]
+    torch.stack(outs, 2).sum().backward()
+    reference_grad = torch.autograd.grad(conv(clip)[:, :, : len(outs)].sum(), clip)[0]
+    torch.testing.assert_close(clip.grad, reference_grad)
+
+
+def test_weight_update_invalidates_cached_step_weight() -> None:
+    conv = co.Conv1d(1, 1, 2, bias=False)
+    clip = torch.ones(1, 1, 3)
+    with torch.no_grad():
+        assert conv.forward_steps(clip) is not None
+        conv.weight.fill_(1.0)
+        conv.clean_state()
+        torch.testing.assert_close(conv.forward_steps(clip), torch.full((1, 1, 2), 2.0))
+
+
+def test_string_and_excess_padding_are_rejected() -> None:
+    with pytest.raises(ValueError, match="padding='same'"):
+        co.Conv1d(1, 1, 3, padding="same")
+    with pytest.raises(ValueError, match="exceeds the receptive field"):
+        co.Conv1d(1, 1, 3, padding=3)
+    with pytest.raises(ValueError, match="temporal_fill"):
+        co.Conv1d(1, 1, 3, temporal_fill="reflect")
