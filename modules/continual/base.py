@@ -225,8 +225,8 @@ def stack_steps(outputs: list[Any]) -> Any:
 class StatefulModule(CoModule):
     """A leaf module whose state is a fixed set of named attributes plus a step counter ``_t``.
 
-    ``_state_names`` lists the tensor (or None) attributes; ``_t`` counts the steps seen since
-    ``clean_state``. ``get_state`` returns clones, ``set_state`` stores clones: a snapshot is never
+    ``_state_names`` lists the tensor (or None) attributes; ``_t`` counts the steps seen since ``clean_state``
+    until the window is full, then cycles through the ``stride`` phases (see ``_tick``). ``get_state`` returns clones, ``set_state`` stores clones: a snapshot is never
     changed by later steps and can be restored any number of times.
     """
 
@@ -236,6 +236,7 @@ class StatefulModule(CoModule):
         for name in self._state_names:
             setattr(self, name, None)
         self._t = 0
+        self.__dict__["_t_base"] = None  # recomputed lazily: the temporal properties may change before use
 
     def get_state(self) -> tuple[Any, ...]:
         return (*(clone_state(getattr(self, n)) for n in self._state_names), self._t)
@@ -267,6 +268,22 @@ class StatefulModule(CoModule):
     def _step(self, step: Tensor) -> Tensor | None:
         """One step that updates the state; returns the newest output or None."""
         raise NotImplementedError
+
+    def _tick(self) -> int:
+        """Index of the current step; advances the counter.
+
+        Past ``max(delay, receptive_field - 1)`` only the phase modulo the stride matters, so the counter
+        cycles there: a long stream keeps a small int, and ``torch.compile`` sees at most ``stride`` values
+        (it specialises on int attributes) instead of recompiling at every step.
+        """
+        state = self.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on a per-step path
+        t = state["_t"]
+        base = state.get("_t_base")
+        if base is None:
+            base = state["_t_base"] = max(self.delay, self.receptive_field - 1)
+        nxt = t + 1
+        state["_t"] = nxt if nxt <= base else base + (nxt - base) % self.stride[0]
+        return t
 
     def _emits(self, t: int) -> bool:
         """Whether the step with index ``t`` (0-based) completes an on-stride window."""

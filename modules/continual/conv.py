@@ -189,9 +189,7 @@ class _ContinualConv(StatefulModule):
     def _step(self, step: Tensor) -> Tensor | None:
         taps = self._frame_conv(step)
         state = self.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on a per-step path
-        t = state["_t"]
-        emit = self._emits(t)
-        state["_t"] = t + 1
+        emit = self._emits(self._tick())
         if len(taps) == 1:
             if not emit:
                 return None

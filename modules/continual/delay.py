@@ -51,8 +51,7 @@ class Delay(StatefulModule, nn.Module):
             self._buffer = (
                 step.unsqueeze(2).expand(shape).clone() if self.temporal_fill == "replicate" else step.new_zeros(shape)
             )
-        t = self._t
-        self._t += 1
+        t = self._tick()
         buf = self._buffer
         out = buf[:, :, 0].clone() if t >= n else None
         if in_place_ok(buf, step):
@@ -87,9 +86,7 @@ class Skip(StatefulModule, nn.Module):
         return clip[:, :, self.steps :]
 
     def _step(self, step: Tensor) -> Tensor | None:
-        t = self._t
-        self._t += 1
-        return step if t >= self.steps else None
+        return step if self._tick() >= self.steps else None
 
     def extra_repr(self) -> str:
         return str(self.steps)

@@ -65,7 +65,7 @@ class _ContinualPool(StatefulModule):
                 "use ceil_mode=False (pad the input instead)"
             )
         self.temporal_fill = check_fill(temporal_fill)
-        self._last_real: int | None = None  # index of the last real step while flushing the end padding
+        self._pad_steps: int | None = None  # end-padding steps fed so far while flushing
         self._init_state_attrs()
 
     @property
@@ -97,11 +97,11 @@ class _ContinualPool(StatefulModule):
         return super()._padding_step(last_step)
 
     def _flush(self, last_step: Tensor) -> list[Tensor]:
-        self._last_real = self._t - 1
+        self._pad_steps = 0
         try:
             return super()._flush(last_step)
         finally:
-            self._last_real = None
+            self._pad_steps = None
 
     def _initial_window(self, frame: Tensor) -> Tensor:
         shape = (frame.shape[0], frame.shape[1], self.receptive_field, *frame.shape[2:])
@@ -115,8 +115,9 @@ class _ContinualPool(StatefulModule):
         if self._window is None:
             self._window = self._initial_window(frame)
         self._window = _shift_in(self._window, frame)
-        t = self._t
-        self._t += 1
+        if self._pad_steps is not None:
+            self._pad_steps += 1
+        t = self._tick()
         if not self._emits(t):
             return None
         taps = self._window[:, :, :: self._tdilation] if self._tdilation > 1 else self._window
@@ -135,8 +136,11 @@ class _ContinualPool(StatefulModule):
         k = self.kernel_size[0]
         if self.count_include_pad or self.temporal_fill == "replicate":  # replicated frames are data
             return float(k)
-        last = self._last_real if self._last_real is not None else t
-        return float(sum(1 for i in range(k) if 0 <= t - (k - 1 - i) <= last))
+        # Left padding: taps before the first step (t is exact while t < k - 1, see _tick); right padding:
+        # the newest taps while flushing.
+        left = max(0, k - 1 - t)
+        right = min(self._pad_steps or 0, k)
+        return float(max(k - left - right, 1))
 
     @classmethod
     def build_from(cls, module: nn.Module, temporal_fill: str = "zeros", **_: Any) -> _ContinualPool:
@@ -320,9 +324,7 @@ class _AdaptivePool(StatefulModule):
                 else (frame.new_zeros(shape))
             )
         self._window = _shift_in(self._window, frame)
-        t = self._t
-        self._t += 1
-        if t < n - 1:
+        if self._tick() < n - 1:
             return None
         return self._window.amax(2) if self._is_max else self._window.mean(2)
 

@@ -57,7 +57,7 @@ def test_local_modules_step_like_clips(module: nn.Module) -> None:
 
 
 def test_group_norm_is_rejected_with_the_reason() -> None:
-    with pytest.raises(co.UnsupportedModuleError, match="GroupNorm.*span time"):
+    with pytest.raises(co.UnsupportedModuleError, match=r"GroupNorm.*span time"):
         co.continual(nn.Sequential(nn.Conv1d(2, 2, 1), nn.GroupNorm(1, 2)))
 
 
