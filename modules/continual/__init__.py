@@ -3,6 +3,7 @@
 See ``base.py`` for the step protocol. Imports torch only.
 """
 
+from .attention import RetroactiveMultiheadAttention, SingleOutputMultiheadAttention
 from .base import CoModule, StatefulModule, call_mode
 from .container import Broadcast, BroadcastReduce, Conditional, Lambda, Parallel, Reduce, Residual, Sequential
 from .conv import Conv1d, Conv2d, Conv3d
@@ -22,6 +23,8 @@ from .pooling import (
     MaxPool2d,
     MaxPool3d,
 )
+from .positional import RecyclingPositionalEncoding
+from .transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
     "AdaptiveAvgPool2d",
@@ -45,12 +48,17 @@ __all__ = [
     "MaxPool2d",
     "MaxPool3d",
     "Parallel",
+    "RecyclingPositionalEncoding",
     "Reduce",
     "Residual",
+    "RetroactiveMultiheadAttention",
     "Sequential",
+    "SingleOutputMultiheadAttention",
     "Skip",
     "StatefulModule",
     "StepLocal",
+    "TransformerEncoder",
+    "TransformerEncoderLayer",
     "UnsupportedModuleError",
     "call_mode",
     "continual",

@@ -226,8 +226,9 @@ class StatefulModule(CoModule):
     """A leaf module whose state is a fixed set of named attributes plus a step counter ``_t``.
 
     ``_state_names`` lists the tensor (or None) attributes; ``_t`` counts the steps seen since ``clean_state``
-    until the window is full, then cycles through the ``stride`` phases (see ``_tick``). ``get_state`` returns clones, ``set_state`` stores clones: a snapshot is never
-    changed by later steps and can be restored any number of times.
+    until the window is full, then cycles through the ``stride`` phases (see ``_tick``). ``get_state`` returns
+    clones, ``set_state`` stores clones: a snapshot is never changed by later steps and can be restored any
+    number of times.
     """
 
     _state_names: tuple[str, ...] = ()
