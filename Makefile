@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-gpu lint format profile-demo clean
+.PHONY: help install test test-all test-gpu lint format train-demo profile-demo clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -38,6 +38,12 @@ lint: install ## ruff check and format check
 format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
+
+train-demo: install ## train the tiny conv_stack on synthetic clips (~20 s) -> outputs/train/<date>/<time>/metrics.json
+	$(PY) -m experiments.train experiment=conv_stack_synthetic $(ARGS)
+
+profile-demo: install ## profile co_conv_stack in clip and frame mode on CPU (~30 s) -> multirun/profile/<date>/<time>/{0,1}/profile.json
+	$(PY) -m experiments.profile -m model=co_conv_stack mode=clip,frame device=cpu $(ARGS)
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun logs .pytest_cache .ruff_cache

@@ -1,0 +1,47 @@
+"""Evaluate a checkpoint: ``python -m experiments.eval ckpt_path=<file.ckpt> [experiment=<name>] [eval=frame]``.
+
+Loads the checkpoint's weights into the configured model, tests it under the configured protocol, and writes
+``config.yaml`` and ``metrics.json`` into the run directory. Returns ``optimized_metric`` (``test/top1``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+import pytorch_lightning as pl
+from omegaconf import DictConfig
+
+from experiments import utils
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test ``cfg.ckpt_path``; returns the test metrics as floats."""
+    if cfg.get("seed") is not None:
+        pl.seed_everything(cfg.seed, workers=True)
+    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
+    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    loggers = utils.instantiate_loggers(cfg.get("logger"))
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers)
+
+    utils.save_config(cfg, cfg.paths.output_dir)
+    utils.log_hyperparameters(cfg, loggers)
+    log.info(f"Testing {cfg.ckpt_path} under the {cfg.eval.protocol} protocol")
+    try:
+        trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+    finally:
+        utils.finish_loggers(loggers)
+    metrics = dict(trainer.callback_metrics)
+    utils.write_metrics(metrics, cfg.paths.output_dir)
+    return utils.float_metrics(metrics)
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="eval.yaml")
+def main(cfg: DictConfig) -> float | None:
+    return utils.metric_value(evaluate(cfg), cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

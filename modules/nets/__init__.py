@@ -1,0 +1,9 @@
+"""Architectures as plain ``nn.Module``s, each offline net beside its continual twin, behind a registry.
+
+Importing this package registers every model: add the import of a new architecture module here.
+"""
+
+from . import conv_stack  # noqa: F401  (registers conv_stack, co_conv_stack)
+from .registry import build, get_builder, list_models, register_model
+
+__all__ = ["build", "get_builder", "list_models", "register_model"]

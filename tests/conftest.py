@@ -1,0 +1,73 @@
+"""Shared fixtures: every test runs in its own temp directory with wandb disabled unless a test says otherwise."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+#: Overrides that shrink the synthetic data so that a run takes seconds.
+TINY = [
+    "data.num_train=32",
+    "data.num_val=16",
+    "data.num_test=16",
+    "data.batch_size=8",
+    "trainer.max_epochs=1",
+    "callbacks.progress_bar.refresh_rate=0",
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in a temp dir (nothing lands in the repo) with wandb off and no real credentials visible."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("LOG_DIR", str(tmp_path))
+    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    # CPU tests: keep thread pools small on shared 2-core machines
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+
+
+@pytest.fixture
+def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
+    """Compose ``<name>.yaml`` with overrides as ``hydra.main`` would, writing into ``tmp_path/<subdir>``."""
+
+    def _compose(name: str, overrides: list[str] = (), subdir: str = "run") -> DictConfig:
+        GlobalHydra.instance().clear()
+        out = tmp_path / subdir
+        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+            cfg = compose(
+                config_name=name,
+                overrides=[*overrides, f"paths.output_dir={out}"],
+                return_hydra_config=True,
+            )
+        HydraConfig.instance().set_config(cfg)
+        with open_dict(cfg):
+            del cfg["hydra"]  # hydra.main hands the task config without it
+        return cfg
+
+    yield _compose
+    GlobalHydra.instance().clear()
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` and fail with its output if it exits non-zero."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    assert proc.returncode == 0, f"{module} {' '.join(args)} exited {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
