@@ -28,3 +28,21 @@ def assert_steps_match(module: nn.Module, clip: Tensor, reference: Tensor, atol:
     assert full is not None
     assert full.shape == reference.shape
     torch.testing.assert_close(full, reference, atol=atol, rtol=0)
+
+
+def assert_peek_does_not_advance(module: nn.Module, clip: Tensor) -> None:
+    """``update_state=False`` returns what the real step returns and leaves the state as it was, step by step
+    and for ``forward_steps`` on a fresh module."""
+    with torch.no_grad():
+        module.clean_state()
+        for t in range(clip.shape[2]):
+            before = module.get_state()
+            peek = module.forward_step(clip[:, :, t], update_state=False)
+            torch.testing.assert_close(module.get_state(), before, atol=0, rtol=0)
+            out = module.forward_step(clip[:, :, t])
+            assert (peek is None) == (out is None)
+            if out is not None:
+                torch.testing.assert_close(peek, out, atol=0, rtol=0)
+        module.clean_state()
+        peek = module.forward_steps(clip, update_state=False)
+        torch.testing.assert_close(peek, module.forward_steps(clip), atol=0, rtol=0)

@@ -17,6 +17,8 @@ from modules.continual.attention import (
 from modules.continual.base import clone_state
 from modules.continual.convert import continual
 
+from .helpers import assert_peek_does_not_advance
+
 E, H, N = 8, 2, 5  # embed dim, heads, window
 CLASSES = [RetroactiveMultiheadAttention, SingleOutputMultiheadAttention]
 AttentionClass = type[RetroactiveMultiheadAttention] | type[SingleOutputMultiheadAttention]
@@ -233,20 +235,7 @@ def test_update_state_false_peeks_without_advancing(cls: AttentionClass) -> None
     torch.manual_seed(9)
     module = cls(E, H, N).eval()
     clip = torch.randn(2, E, 2 * N)
-    with torch.no_grad():
-        module.clean_state()
-        for t in range(2 * N):
-            before = module.get_state()
-            peek = module.forward_step(clip[:, :, t], update_state=False)
-            torch.testing.assert_close(module.get_state(), before, atol=0, rtol=0)
-            out = module.forward_step(clip[:, :, t])
-            assert (peek is None) == (out is None)
-            if out is not None:
-                torch.testing.assert_close(peek, out, atol=0, rtol=0)
-        # forward_steps(update_state=False) on a fresh module (the reference library raised here).
-        module.clean_state()
-        peek = module.forward_steps(clip, update_state=False)
-        torch.testing.assert_close(peek, module.forward_steps(clip), atol=0, rtol=0)
+    assert_peek_does_not_advance(module, clip)
 
 
 def test_long_stream_does_not_drift() -> None:

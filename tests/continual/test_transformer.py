@@ -13,6 +13,8 @@ from modules.continual.base import clone_state
 from modules.continual.convert import continual
 from modules.continual.transformer import TransformerEncoder, TransformerEncoderLayer
 
+from .helpers import assert_peek_does_not_advance
+
 E, H, FF, N = 8, 2, 16, 4  # d_model, heads, feed-forward width, window
 
 
@@ -244,19 +246,7 @@ def test_update_state_false_peeks_without_advancing(num_layers: int) -> None:
     torch.manual_seed(27)
     encoder = TransformerEncoder.build_from(_nn_encoder(num_layers), N).eval()
     clip = torch.randn(2, E, 2 * N)
-    with torch.no_grad():
-        encoder.clean_state()
-        for t in range(2 * N):
-            before = encoder.get_state()
-            peek = encoder.forward_step(clip[:, :, t], update_state=False)
-            torch.testing.assert_close(encoder.get_state(), before, atol=0, rtol=0)
-            out = encoder.forward_step(clip[:, :, t])
-            assert (peek is None) == (out is None)
-            if out is not None:
-                torch.testing.assert_close(peek, out, atol=0, rtol=0)
-        encoder.clean_state()
-        peek = encoder.forward_steps(clip, update_state=False)
-        torch.testing.assert_close(peek, encoder.forward_steps(clip), atol=0, rtol=0)
+    assert_peek_does_not_advance(encoder, clip)
 
 
 def test_variants_without_bias_final_norm_or_with_a_callable_activation() -> None:
