@@ -5,5 +5,14 @@ Importing this package registers every model: add the import of a new architectu
 
 from . import conv_stack  # noqa: F401  (registers conv_stack, co_conv_stack)
 from .registry import build, get_builder, list_models, register_model
+from .weights import LoadReport, load_pretrained, register_converter
 
-__all__ = ["build", "get_builder", "list_models", "register_model"]
+__all__ = [
+    "LoadReport",
+    "build",
+    "get_builder",
+    "list_models",
+    "load_pretrained",
+    "register_converter",
+    "register_model",
+]
