@@ -31,6 +31,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     log.info(f"Testing {cfg.ckpt_path} under the {cfg.eval.protocol} protocol")
     try:
         trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        utils.write_protocol_results(getattr(model, "protocol_results", []), cfg.paths.output_dir, loggers)
     finally:
         utils.finish_loggers(loggers)
     metrics = dict(trainer.callback_metrics)

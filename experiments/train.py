@@ -45,6 +45,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if cfg.get("test"):
             trainer.test(model, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer))
             metrics.update(trainer.callback_metrics)
+            utils.write_protocol_results(getattr(model, "protocol_results", []), output_dir, loggers)
     finally:
         utils.finish_loggers(loggers)
     # rank 0 writes; every rank returns the same (synchronised) metrics

@@ -26,6 +26,7 @@ __all__ = [
     "save_config",
     "wandb_mode",
     "write_metrics",
+    "write_protocol_results",
 ]
 
 
@@ -106,6 +107,23 @@ def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:
     path = Path(output_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(float_metrics(metrics), indent=2) + "\n")
+    return path
+
+
+@rank_zero_only
+def write_protocol_results(rows: list[dict[str, Any]], output_dir: str | Path, loggers: list[Logger]) -> Path | None:
+    """Write a protocol sweep's tidy table (one row per setting) to ``protocol_results.csv`` and log it to wandb."""
+    if not rows:
+        return None
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    path = Path(output_dir) / "protocol_results.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_table(key="test/protocol_results", dataframe=frame)
     return path
 
 

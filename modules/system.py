@@ -4,12 +4,20 @@ Training always runs the net offline on whole clips. Validation and test run the
 
 * ``clip``: ``net(clip)`` gives one prediction per clip.
 * ``frame`` (the continual protocol, for nets with ``forward_steps``/``clean_state``): each clip is a fresh
-  stream: ``net.clean_state()``, then ``net.forward_steps(clip)`` steps through its frames, and the last output
-  (the window ending at the newest complete step) is the prediction. The net needs ``net.delay + 1`` frames
-  to emit anything, so evaluation clips must be at least that long (``data.eval_clip_length``).
+  stream: ``net.clean_state()``, then ``net.forward_steps(clip)`` steps through its frames, and the mean of the
+  last ``num_forward_frames`` outputs' logits is the prediction. The net needs ``net.delay + 1`` frames to emit
+  anything, so evaluation clips must be at least that long (``data.eval_clip_length``).
+* ``transient`` (test only; validation uses ``frame``): accuracy against the number of real frames seen after
+  the initial state fill, for each ``transient_fills`` (``zeros``/``replicate``): one stepped pass per fill
+  gives a prediction after every frame from ``net.delay + 1`` on.
+* ``extended`` (test only; validation uses ``frame``): accuracy of the last step for each global-pool window
+  in ``extended_windows`` (``modules.continual.set_temporal_window``), e.g. 13 → 64 frames.
 
 Metrics are named ``stage/name``: ``train/loss``, ``val/top1``, ``val/top5`` (when there are at least five
-classes), ``test/top1``, ... under either protocol; the run's config records which protocol produced them.
+classes), ``test/top1``, ... and ``stage/map`` for multi-label data (``multi_label=True``: binary cross-entropy,
+mean average precision over classes). The sweeps log ``test/top1_<fill>_f<frames>`` and
+``test/top1_window<w>`` (``map`` for multi-label) and keep a tidy table in ``protocol_results`` that the entry
+points write as CSV.
 """
 
 from __future__ import annotations
@@ -23,11 +31,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.optim import Optimizer
 from torchmetrics import MeanMetric, MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePrecision
+
+from modules.continual import set_temporal_fill, set_temporal_window
 
 __all__ = ["PROTOCOLS", "ClassificationSystem"]
 
-PROTOCOLS = ("clip", "frame")
+PROTOCOLS = ("clip", "frame", "transient", "extended")
+STEPPED = ("frame", "transient", "extended")
 
 
 class ClassificationSystem(pl.LightningModule):
@@ -46,30 +57,52 @@ class ClassificationSystem(pl.LightningModule):
         eval_protocol: str = "clip",
         scheduler_interval: str = "epoch",
         label_smoothing: float = 0.0,
+        multi_label: bool = False,
+        num_forward_frames: int = 1,
+        transient_fills: tuple[str, ...] = ("zeros", "replicate"),
+        extended_windows: tuple[int, ...] = (),
     ) -> None:
         super().__init__()
         if eval_protocol not in PROTOCOLS:
             raise ValueError(f"eval_protocol must be one of {PROTOCOLS}, got {eval_protocol!r}")
-        if eval_protocol == "frame" and not (hasattr(net, "forward_steps") and hasattr(net, "clean_state")):
+        if eval_protocol in STEPPED and not (hasattr(net, "forward_steps") and hasattr(net, "clean_state")):
             raise ValueError(
-                f"eval_protocol='frame' needs a continual net (forward_steps, clean_state); {type(net).__name__} "
-                "has none. Use its continual twin (e.g. model=co_...) or eval=clip."
+                f"eval_protocol={eval_protocol!r} needs a continual net (forward_steps, clean_state); "
+                f"{type(net).__name__} has none. Use its continual twin (e.g. model=co_...) or eval=clip."
             )
+        if eval_protocol == "extended" and not extended_windows:
+            raise ValueError("eval_protocol='extended' needs extended_windows, e.g. [13, 16, 32, 64]")
+        # Plain Python values: Hydra passes ListConfigs, which checkpoints could not load with weights_only.
+        transient_fills = tuple(str(f) for f in transient_fills)
+        extended_windows = tuple(int(w) for w in extended_windows)
         # The net is saved in the state_dict and the partials are not serialisable hyper-parameters.
         self.save_hyperparameters(logger=False, ignore=["net", "optimizer", "scheduler"])
         self.net = net
         self.optimizer = optimizer
         self.scheduler = scheduler
-        topk = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
-        if num_classes >= 5:
-            topk["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
-        collection = MetricCollection(topk)
+        collection = MetricCollection(_metrics(num_classes, multi_label))
         # One set per stage, so that the stages never mix their running sums (ModuleDict keys cannot be
         # "train": nn.Module.train exists).
         self.train_metrics = collection.clone(prefix="train/")
         self.val_metrics = collection.clone(prefix="val/")
         self.test_metrics = collection.clone(prefix="test/")
         self.train_loss, self.val_loss, self.test_loss = MeanMetric(), MeanMetric(), MeanMetric()
+        # One metric per sweep setting, created here so that DDP syncs them like the others.
+        self.sweep_metrics = nn.ModuleDict(
+            {key: _metrics(num_classes, multi_label)[self._main_metric] for key in self._sweep_keys()}
+        )
+        self.protocol_results: list[dict[str, Any]] = []
+
+    @property
+    def _main_metric(self) -> str:
+        return "map" if self.hparams.multi_label else "top1"
+
+    def _sweep_keys(self) -> list[str]:
+        """Sweep settings known up front (windows); transient keys ``<fill>_f<frames>`` depend on the clip
+        length and are added by the first test batch."""
+        if self.hparams.eval_protocol == "extended":
+            return [f"window{w}" for w in self.hparams.extended_windows]
+        return []
 
     # --- predictions -------------------------------------------------------------------------------
     def forward(self, clip: Tensor) -> Tensor:
@@ -77,29 +110,53 @@ class ClassificationSystem(pl.LightningModule):
         return _squeeze_logits(self.net(clip), self.hparams.num_classes, "net(clip)")
 
     @torch.no_grad()
-    def predict_frames(self, clip: Tensor) -> Tensor:
-        """Logits of the last output when stepping a fresh stream through ``clip`` (the frame protocol)."""
+    def step_outputs(self, clip: Tensor) -> Tensor:
+        """Logits ``(B, num_classes, n)`` of every output of a fresh stream stepped through ``clip``."""
         self.net.clean_state()
         outputs = self.net.forward_steps(clip)
         self.net.clean_state()  # the state belongs to this batch's streams only
         if outputs is None:
             delay = getattr(self.net, "delay", "?")
             raise ValueError(
-                f"frame protocol: the net emitted nothing for a {clip.shape[2]}-frame clip; it needs "
-                f"net.delay + 1 = {delay} + 1 frames. Raise data.eval_clip_length."
+                f"{self.hparams.eval_protocol} protocol: the net emitted nothing for a {clip.shape[2]}-frame clip; "
+                f"it needs net.delay + 1 = {delay} + 1 frames. Raise data.eval_clip_length."
             )
-        last = outputs[:, :, -1]
-        return _squeeze_logits(last, self.hparams.num_classes, "net.forward_steps(clip)[:, :, -1]")
+        b, c, n = outputs.shape[:3]
+        if c != self.hparams.num_classes or outputs[0, 0, 0].numel() != 1:
+            raise ValueError(
+                f"net.forward_steps(clip) returned shape {tuple(outputs.shape)}; expected (B, "
+                f"{self.hparams.num_classes}, T_out) with optional singleton dims after"
+            )
+        return outputs.reshape(b, c, n)
+
+    @torch.no_grad()
+    def predict_frames(self, clip: Tensor) -> Tensor:
+        """The frame protocol: mean logits of the last ``num_forward_frames`` outputs of a fresh stream."""
+        outputs = self.step_outputs(clip)
+        n = self.hparams.num_forward_frames
+        if outputs.shape[2] < n:
+            raise ValueError(
+                f"frame protocol: {outputs.shape[2]} outputs for a {clip.shape[2]}-frame clip, fewer than "
+                f"num_forward_frames={n}; the clip needs net.delay + {n} frames"
+            )
+        return outputs[:, :, -n:].mean(dim=2)
+
+    def _loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        if self.hparams.multi_label:
+            return F.binary_cross_entropy_with_logits(logits, target.to(logits.dtype))
+        return F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
 
     # --- steps -------------------------------------------------------------------------------------
     def _shared_step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         clip, target = batch
-        frame = stage != "train" and self.hparams.eval_protocol == "frame"
-        logits = self.predict_frames(clip) if frame else self(clip)
-        loss = F.cross_entropy(logits, target, label_smoothing=self.hparams.label_smoothing)
+        stepped = stage != "train" and self.hparams.eval_protocol in STEPPED
+        if stage == "test" and self.hparams.eval_protocol in ("transient", "extended"):
+            self._sweep(clip, target)
+        logits = self.predict_frames(clip) if stepped else self(clip)
+        loss = self._loss(logits, target)
         loss_metric, metrics = getattr(self, f"{stage}_loss"), getattr(self, f"{stage}_metrics")
         loss_metric(loss, weight=target.shape[0])
-        metrics(logits, target)
+        metrics(logits, _metric_target(target, self.hparams.multi_label))
         # Epoch-level only: logging a metric object per step too would rename it to `stage/name_step|_epoch`.
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=True)
@@ -114,6 +171,53 @@ class ClassificationSystem(pl.LightningModule):
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._shared_step(batch, "test")
 
+    # --- test-time sweeps ---------------------------------------------------------------------------
+    def _sweep(self, clip: Tensor, target: Tensor) -> None:
+        if self.hparams.eval_protocol == "transient":
+            fill_before = _fill_of(self.net)
+            try:
+                for fill in self.hparams.transient_fills:
+                    set_temporal_fill(self.net, fill)
+                    outputs = self.step_outputs(clip)
+                    first = clip.shape[2] - outputs.shape[2] + 1  # real frames seen at the first output
+                    for j in range(outputs.shape[2]):
+                        self._update_sweep(f"{fill}_f{first + j}", outputs[:, :, j], target)
+            finally:
+                set_temporal_fill(self.net, fill_before)
+            return
+        window_before = _window_of(self.net)
+        try:
+            for w in self.hparams.extended_windows:
+                set_temporal_window(self.net, w)
+                self._update_sweep(f"window{w}", self.step_outputs(clip)[:, :, -1], target)
+        finally:
+            set_temporal_window(self.net, window_before)
+
+    def _update_sweep(self, key: str, logits: Tensor, target: Tensor) -> None:
+        if key not in self.sweep_metrics:  # transient frame counts are known once clips arrive
+            self.sweep_metrics[key] = _metrics(self.hparams.num_classes, self.hparams.multi_label)[
+                self._main_metric
+            ].to(logits.device)
+        self.sweep_metrics[key].update(logits, _metric_target(target, self.hparams.multi_label))
+
+    def on_test_epoch_start(self) -> None:
+        self.protocol_results = []
+        for metric in self.sweep_metrics.values():
+            metric.reset()
+
+    def on_test_epoch_end(self) -> None:
+        name = self._main_metric
+        for key, metric in self.sweep_metrics.items():
+            value = float(metric.compute())
+            self.log(f"test/{name}_{key}", value)
+            row: dict[str, Any] = {"protocol": self.hparams.eval_protocol, "metric": name, "value": value}
+            if key.startswith("window"):
+                row["window"] = int(key.removeprefix("window"))
+            else:
+                fill, frames = key.rsplit("_f", 1)
+                row.update(fill=fill, frames_seen=int(frames))
+            self.protocol_results.append(row)
+
     # --- optimisation ------------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         optimizer = self.optimizer(params=[p for p in self.parameters() if p.requires_grad])
@@ -125,6 +229,32 @@ class ClassificationSystem(pl.LightningModule):
             # `name` gives the LearningRateMonitor a stage/name key instead of "lr-<Optimizer>"
             "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval, "name": "train/lr"},
         }
+
+
+def _metrics(num_classes: int, multi_label: bool) -> dict[str, Any]:
+    if multi_label:
+        return {"map": MultilabelAveragePrecision(num_classes, average="macro")}
+    metrics = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+    if num_classes >= 5:
+        metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return metrics
+
+
+def _metric_target(target: Tensor, multi_label: bool) -> Tensor:
+    """Multi-hot float targets (the loss wants floats) as the ints the average-precision metric expects."""
+    return target.long() if multi_label else target
+
+
+def _fill_of(net: nn.Module) -> str:
+    fills = {m.temporal_fill for m in net.modules() if hasattr(m, "temporal_fill") and hasattr(m, "clean_state")}
+    return fills.pop() if len(fills) == 1 else "zeros"
+
+
+def _window_of(net: nn.Module) -> int:
+    windows = [m.temporal_window for m in net.modules() if hasattr(m, "temporal_window") and hasattr(m, "clean_state")]
+    if not windows or windows[0] is None:
+        raise ValueError(f"{type(net).__name__} has no windowed global pool (temporal_window) to extend")
+    return windows[0]
 
 
 def _squeeze_logits(out: Tensor, num_classes: int, what: str) -> Tensor:

@@ -20,6 +20,8 @@ GROUPS = ("data", "model", "eval", "callbacks", "logger", "trainer", "paths")
 # options that only make sense together with others
 NEEDS = {
     ("eval", "frame"): ["model=co_conv_stack", "eval.clip_length=10"],
+    ("eval", "transient"): ["model=co_conv_stack", "eval.clip_length=12"],
+    ("eval", "extended"): ["model=co_conv_stack", "eval.clip_length=12", "eval.windows=[4,8]"],
 }
 
 
@@ -45,7 +47,8 @@ def _instantiate_all(cfg: DictConfig) -> None:
     batch = next(iter(datamodule.test_dataloader()))
     model.eval()
     with torch.no_grad():
-        logits = model.predict_frames(batch[0]) if cfg.eval.protocol == "frame" else model(batch[0])
+        stepped = cfg.eval.protocol in ("frame", "transient", "extended")
+        logits = model.predict_frames(batch[0]) if stepped else model(batch[0])
     assert logits.shape == (batch[0].shape[0], cfg.data.num_classes)
 
 

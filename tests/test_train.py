@@ -122,3 +122,15 @@ def test_synthetic_task_is_learned(compose_cfg):
     )
     metrics = train(cfg)
     assert metrics["test/top1"] > 0.6, metrics  # chance is 0.25
+
+
+def test_transient_protocol_writes_its_table(compose_cfg, tmp_path):
+    overrides = ["experiment=co_conv_stack_synthetic", "eval=transient", "eval.clip_length=12", "logger=csv"]
+    cfg = compose_cfg("train.yaml", [*overrides, "trainer.fast_dev_run=true", *TINY])
+    metrics = train(cfg)
+    rows = list(csv.DictReader((tmp_path / "run" / "protocol_results.csv").read_text().splitlines()))
+    # co_conv_stack (8-frame pool, two k=3 convs) first predicts after 10 frames: 10, 11, 12 for each fill
+    assert sorted((r["fill"], int(r["frames_seen"])) for r in rows) == [
+        (fill, f) for fill in ("replicate", "zeros") for f in (10, 11, 12)
+    ]
+    assert float(rows[0]["value"]) == pytest.approx(metrics[f"test/top1_{rows[0]['fill']}_f{rows[0]['frames_seen']}"])

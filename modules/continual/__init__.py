@@ -4,7 +4,7 @@ See ``base.py`` for the step protocol. Imports torch only.
 """
 
 from .attention import RetroactiveMultiheadAttention, SingleOutputMultiheadAttention
-from .base import CoModule, StatefulModule, call_mode
+from .base import CoModule, StatefulModule, call_mode, set_temporal_fill, set_temporal_window
 from .container import Broadcast, BroadcastReduce, Conditional, Lambda, Parallel, Reduce, Residual, Sequential
 from .conv import Conv1d, Conv2d, Conv3d
 from .convert import UnsupportedModuleError, continual, register
@@ -64,4 +64,6 @@ __all__ = [
     "continual",
     "local",
     "register",
+    "set_temporal_fill",
+    "set_temporal_window",
 ]

@@ -290,3 +290,35 @@ class StatefulModule(CoModule):
         """Whether the step with index ``t`` (0-based) completes an on-stride window."""
         d = self.delay
         return t >= d and (t - d) % self.stride[0] == 0
+
+
+def set_temporal_fill(module: nn.Module, temporal_fill: str) -> int:
+    """Set ``temporal_fill`` on every continual module of a tree and start fresh streams; returns how many."""
+    check_fill(temporal_fill)
+    changed = 0
+    for m in module.modules():
+        if isinstance(m, CoModule) and hasattr(m, "temporal_fill"):
+            m.temporal_fill = temporal_fill
+            changed += 1
+    _clean(module)
+    return changed
+
+
+def set_temporal_window(module: nn.Module, temporal_window: int) -> int:
+    """Set the window of every windowed pool (``temporal_window``) of a tree, e.g. to extend a global average
+    pool beyond the training clip length, and start fresh streams; returns how many pools changed."""
+    if temporal_window < 1:
+        raise ValueError(f"temporal_window must be a positive number of frames, got {temporal_window}")
+    pools = [m for m in module.modules() if isinstance(m, CoModule) and hasattr(m, "temporal_window")]
+    if not pools:
+        raise ValueError(f"{type(module).__name__} has no pool with a temporal_window to set")
+    for m in pools:
+        m.temporal_window = temporal_window
+    _clean(module)
+    return len(pools)
+
+
+def _clean(module: nn.Module) -> None:
+    for m in module.modules():
+        if isinstance(m, CoModule):
+            m.clean_state()
