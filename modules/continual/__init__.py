@@ -9,6 +9,7 @@ from .container import Broadcast, BroadcastReduce, Conditional, Lambda, Parallel
 from .conv import Conv1d, Conv2d, Conv3d
 from .convert import UnsupportedModuleError, continual, register
 from .delay import Delay, Skip
+from .graph import CudaGraphStep
 from .linear import Linear
 from .local import StepLocal, local
 from .pooling import (
@@ -41,6 +42,7 @@ __all__ = [
     "Conv1d",
     "Conv2d",
     "Conv3d",
+    "CudaGraphStep",
     "Delay",
     "Lambda",
     "Linear",
