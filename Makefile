@@ -8,7 +8,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-gpu lint format train-demo profile-demo figures clean
+.PHONY: help install test test-all test-gpu lint format train-demo profile-demo bench-cox3d figures clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ train-demo: install ## train the tiny conv_stack on synthetic clips (~20 s) -> o
 
 profile-demo: install ## profile co_conv_stack in clip and frame mode on CPU (~30 s) -> multirun/profile/<date>/<time>/{0,1}/profile.json
 	$(PY) -m experiments.profile -m model=co_conv_stack mode=clip,frame device=cpu $(ARGS)
+
+bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, CPU (+CUDA) (~3 min CPU) -> outputs/bench/.../bench.json
+	$(PY) -m experiments.bench $(ARGS)
 
 figures: install ## regenerate paper/figures/*.png and the merged paper/results/*.csv from the result CSVs (~5 s)
 	$(PY) paper/kinetics400.py
