@@ -11,7 +11,21 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["CudaGraphStep"]
+__all__ = ["CudaGraphStep", "warm_until_output"]
+
+
+def warm_until_output(net: nn.Module, step: Tensor, extra_steps: int = 0) -> int:
+    """Feed ``step`` until the net emits (``net.delay + 1`` steps from a clean state), then ``extra_steps`` more;
+    returns the number of steps fed."""
+    fed, out = 0, None
+    while out is None:
+        if fed > net.delay:
+            raise RuntimeError(f"{type(net).__name__} emitted nothing after net.delay + 1 = {fed} steps")
+        out = net.forward_step(step)
+        fed += 1
+    for _ in range(extra_steps):
+        net.forward_step(step)
+    return fed + extra_steps
 
 
 class CudaGraphStep:
@@ -32,10 +46,7 @@ class CudaGraphStep:
         self.net = net
         with torch.no_grad():
             # Fill the window (and choose kernels) eagerly: capture records kernels without running them.
-            for _ in range(net.delay + warmup_steps):
-                out = net.forward_step(first_step)
-            if out is None:
-                raise RuntimeError("the net emitted nothing after net.delay + warm-up steps")
+            warm_until_output(net, first_step, warmup_steps)
             self.static_in = first_step.clone()
             self.graph = torch.cuda.CUDAGraph()
             torch.cuda.synchronize(first_step.device)

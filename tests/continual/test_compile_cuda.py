@@ -90,11 +90,20 @@ def test_cuda_graph_step_helper_matches_eager() -> None:
     net.clean_state()
     eager = net.forward_steps(clip)
     net.clean_state()
-    graphed = co.CudaGraphStep(net, clip[:, :, 0], warmup_steps=0)  # consumes net.delay steps of frame 0
-    outputs = [graphed(clip[:, :, t]).clone() for t in range(net.delay, clip.shape[2])]
-    # the warm-up fed frame 0 repeatedly, so compare once the window holds only real frames again
+    graphed = co.CudaGraphStep(net, clip[:, :, 0], warmup_steps=0)  # feeds frame 0 net.delay + 1 times
+    outputs = [graphed(clip[:, :, t]).clone() for t in range(net.delay + 1, clip.shape[2])]
+    # output k answers step delay + 1 + k, eager output k + 1; compare once the window holds only real frames
     skip = net.receptive_field
-    torch.testing.assert_close(torch.stack(outputs, 2)[:, :, skip:], eager[:, :, skip:], atol=1e-4, rtol=1e-4)
+    graph_out = torch.stack(outputs, 2)[:, :, skip:]
+    torch.testing.assert_close(graph_out, eager[:, :, 1 + skip :], atol=1e-4, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_warm_until_output_feeds_delay_plus_one_steps() -> None:
+    net = _net()
+    net.clean_state()
+    assert co.graph.warm_until_output(net, torch.randn(1, 3, 6, 6), extra_steps=2) == net.delay + 3
+    assert net.forward_step(torch.randn(1, 3, 6, 6)) is not None
 
 
 def test_cuda_graph_step_refuses_a_cpu_step() -> None:
