@@ -3,7 +3,11 @@
 Importing this package registers every model: add the import of a new architecture module here.
 """
 
-from . import conv_stack  # noqa: F401  (registers conv_stack, co_conv_stack)
+from . import (
+    conv_stack,  # noqa: F401  (registers conv_stack, co_conv_stack)
+    resnet3d,  # noqa: F401
+    x3d,  # noqa: F401
+)
 from .registry import build, get_builder, list_models, register_model
 from .weights import LoadReport, load_pretrained, register_converter
 

@@ -1,0 +1,500 @@
+"""3D ResNet-50 clip models (Slow-8×8, I3D-8×8), their continual twins (CoSlow, CoI3D) and R(2+1)D-18.
+
+* **Slow-8×8-R50**: the Slow pathway of SlowFast (Feichtenhofer, Fan, Malik & He, "SlowFast Networks for Video
+  Recognition", ICCV 2019): a ResNet-50 whose temporal kernels are 1 up to res3 and 3 in res4/res5.
+* **I3D-8×8-R50**: a ResNet-50 inflated to 3D (Carreira & Zisserman, "Quo Vadis, Action Recognition? A New Model
+  and the Kinetics Dataset", CVPR 2017) in SlowFast's variant: temporal kernels 5 in conv1, 3 in res2, alternating
+  [3, 1] in res3/res4 and [1, 3] in res5, and a temporal max pool (2, stride 2) after res2.
+* **CoSlow / CoI3D**: the same networks rebuilt from the continual core (Hedegaard & Iosifidis, "Continual 3D
+  Convolutional Neural Networks for Real-time Processing of Videos", arXiv 2106.00050). Identical ``state_dict``
+  keys (SlowFast's: ``s1.pathway0_stem.conv.weight``, ``s2.pathway0_res0.branch2.a_bn.weight``,
+  ``head.projection.weight``, ...), so clip weights load 1:1. Temporal padding becomes delay; the global average
+  pool slides over the last ``temporal_window`` frames. CoI3D's temporal max pool makes it emit one prediction
+  per 2 frames (``net.stride == (2,)``).
+* **R(2+1)D-18**: torchvision's ``r2plus1d_18`` (Tran et al., "A Closer Look at Spatiotemporal Convolutions for
+  Action Recognition", CVPR 2018), a clip baseline without continual twin.
+
+Offline nets return logits ``(B, num_classes)`` (no softmax: the system applies softmax or sigmoid). Continual
+twins return ``(B, num_classes, T_out)`` from ``forward`` (``T_out == 1`` for a clip of ``temporal_window`` pooled
+frames, i.e. 8 input frames) and ``(B, num_classes)`` from ``forward_step``.
+
+Checkpoint converters (SlowFast ``.pyth``, pytorchvideo hub, Caffe2 ``.pkl``) live in ``resnet3d_weights``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from modules import continual as co
+
+from .registry import register_model
+
+__all__ = [
+    "INPUT_SPECS",
+    "CoResBlock",
+    "CoResNet3D",
+    "InputSpec",
+    "ResBlock",
+    "ResNet3D",
+    "coi3d_8x8_r50",
+    "coslow_8x8_r50",
+    "i3d_8x8_r50",
+    "r2plus1d_18",
+    "slow_8x8_r50",
+]
+
+
+# --- input specs ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: ``frames`` frames taken every ``sampling_stride`` frames of a 30 fps video, and a
+    centre crop of ``crop × crop`` pixels (Co3D's evaluation resizes the short side to ``crop`` first)."""
+
+    frames: int
+    crop: int
+    sampling_stride: int
+
+
+_SLOW_INPUT = InputSpec(frames=8, crop=256, sampling_stride=8)  # SlowFast configs/Kinetics/SLOW_8x8_R50.yaml
+_I3D_INPUT = InputSpec(frames=8, crop=224, sampling_stride=8)  # SlowFast configs/Kinetics/c2/I3D_8x8_R50.yaml
+# torchvision's video_classification reference trains on 16-frame clips of 15 fps video, i.e. every 2nd frame of
+# 30 fps video; Co3D's R(2+1)D-18₈ row evaluates 8 of them at 112².
+_R2PLUS1D_INPUT = InputSpec(frames=8, crop=112, sampling_stride=2)
+
+_ARCH_INPUT = {"slow": _SLOW_INPUT, "i3d": _I3D_INPUT}
+
+#: Input spec of every model registered here, by registry name (also ``net.input_spec``).
+INPUT_SPECS: dict[str, InputSpec] = {
+    "slow_8x8_r50": _SLOW_INPUT,
+    "coslow_8x8_r50": _SLOW_INPUT,
+    "i3d_8x8_r50": _I3D_INPUT,
+    "coi3d_8x8_r50": _I3D_INPUT,
+    "r2plus1d_18": _R2PLUS1D_INPUT,
+}
+
+
+# --- architecture tables (SlowFast slowfast/models/video_model_builder.py) -----------------------------
+_STAGE_DEPTHS = (3, 4, 6, 3)  # ResNet-50
+_SPATIAL_STRIDES = (1, 2, 2, 2)
+
+#: Temporal kernel of conv1 and the pattern of `a` (Tk×1×1) kernels in res2..res5, repeated over each stage's
+#: blocks (SlowFast's _TEMPORAL_KERNEL_BASIS, NUM_BLOCK_TEMP_KERNEL = depths).
+_TEMPORAL_KERNELS: dict[str, tuple[int, tuple[tuple[int, ...], ...]]] = {
+    "slow": (1, ((1,), (1,), (3,), (3,))),
+    "i3d": (5, ((3,), (3, 1), (3, 1), (1, 3))),
+}
+#: Temporal size (= stride) of the max pool after res2 (SlowFast's _POOL1); 1 means no pool.
+_POOL1_T = {"slow": 1, "i3d": 2}
+
+
+def _stage_kernels(pattern: Sequence[int], depth: int) -> list[int]:
+    return [pattern[i % len(pattern)] for i in range(depth)]
+
+
+def _check_arch(arch: str) -> str:
+    if arch not in _TEMPORAL_KERNELS:
+        raise ValueError(f"arch must be one of {sorted(_TEMPORAL_KERNELS)}, got {arch!r}")
+    return arch
+
+
+# --- blocks ---------------------------------------------------------------------------------------
+class ResBlock(nn.Module):
+    """Bottleneck residual block with SlowFast's names: ``branch2`` = a (Tk×1×1) → a_bn → ReLU → b (1×3×3, the
+    spatial stride) → b_bn → ReLU → c (1×1×1) → c_bn; ``branch1`` (1×1×1 conv, stride (1, s, s)) + ``branch1_bn``
+    projects the shortcut when the width or resolution changes; ReLU after the sum."""
+
+    def __init__(
+        self, branch2: nn.Module, branch1: nn.Module | None = None, branch1_bn: nn.Module | None = None
+    ) -> None:
+        super().__init__()
+        # Registration order = state_dict order = SlowFast's (branch1, branch1_bn, branch2).
+        if branch1 is not None:
+            self.branch1 = branch1
+            self.branch1_bn = branch1_bn
+        self.branch2 = branch2
+        self.relu = nn.ReLU()
+
+    @property
+    def has_projection(self) -> bool:
+        return "branch1" in self._modules
+
+    def _shortcut(self, x: Tensor) -> Tensor:
+        return self.branch1_bn(self.branch1(x)) if self.has_projection else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self._shortcut(x) + self.branch2(x))
+
+
+class CoResBlock(co.CoModule, ResBlock):
+    """Continual ``ResBlock``: same modules and keys; the shortcut is delayed by ``branch2.delay`` steps so that
+    it meets the output of the same frame (the bottleneck's temporal padding is "same", so clip lengths match).
+
+    The aligning ``co.Delay`` has no weights and is kept out of the module tree, so the module tree and the
+    ``state_dict`` stay those of ``ResBlock``.
+    """
+
+    def __init__(
+        self,
+        branch2: nn.Module,
+        branch1: nn.Module | None = None,
+        branch1_bn: nn.Module | None = None,
+        temporal_fill: str = "zeros",
+    ) -> None:
+        as_co = co.continual
+        super().__init__(as_co(branch2), as_co(branch1) if branch1 is not None else None,
+                         as_co(branch1_bn) if branch1_bn is not None else None)  # fmt: skip
+        self.relu = as_co(self.relu)
+        if self.branch2.stride[0] != 1:
+            raise ValueError(f"CoResBlock needs a temporal stride of 1 in branch2, got {self.branch2.stride[0]}")
+        if self.branch2.delay != self.branch2.padding[0]:
+            raise ValueError(
+                f"CoResBlock: branch2 shortens the clip by {self.branch2.delay - self.branch2.padding[0]} frames; "
+                "give its temporal convs 'same' padding (k // 2)"
+            )
+        # The Delay's fill never reaches an output (it emits only steps it was given), so `co.set_temporal_fill`,
+        # which walks the module tree and does not see it, changes nothing that matters by skipping it.
+        self._aligner = [co.Delay(self.branch2.delay, temporal_fill)]
+
+    # --- temporal properties ---------------------------------------------------------------------------
+    @property
+    def delay(self) -> int:
+        return self.branch2.delay
+
+    @property
+    def receptive_field(self) -> int:
+        return self.branch2.receptive_field
+
+    @property
+    def padding(self) -> tuple[int, ...]:  # type: ignore[override]
+        return (self.branch2.padding[0],)
+
+    # --- state ---------------------------------------------------------------------------------------------
+    def _stateful(self) -> list[nn.Module]:
+        shortcut = [self.branch1] if self.has_projection else []
+        return [*shortcut, self.branch2, self._aligner[0]]
+
+    def get_state(self) -> list[Any]:
+        return [m.get_state() for m in self._stateful()]
+
+    def set_state(self, state: Any) -> None:
+        if state is None:
+            self.clean_state()
+            return
+        modules = self._stateful()
+        if len(state) != len(modules):
+            raise ValueError(f"CoResBlock.set_state expects {len(modules)} child states, got {len(state)}")
+        for m, s in zip(modules, state):
+            m.set_state(s)
+
+    def clean_state(self) -> None:
+        for m in self._stateful():
+            m.clean_state()
+
+    def _peek(self, fn: Callable[[], Any], update_state: bool) -> Any:
+        if update_state:
+            return fn()
+        saved = self.get_state()
+        try:
+            return fn()
+        finally:
+            self.set_state(saved)
+
+    # --- stepping --------------------------------------------------------------------------------------
+    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
+        def run() -> Tensor | None:
+            shortcut = self.branch1_bn.forward_step(self.branch1.forward_step(step)) if self.has_projection else step
+            residual = self._aligner[0].forward_step(shortcut)
+            out = self.branch2.forward_step(step)
+            # Both emit from step `delay` on (the Delay holds exactly branch2.delay steps).
+            if out is None or residual is None:
+                return None
+            return self.relu.forward_step(out + residual)
+
+        return self._peek(run, update_state)
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
+        def run() -> Tensor | None:
+            if self.has_projection:
+                shortcut = self.branch1_bn.forward_steps(self.branch1.forward_steps(clip, pad_end=pad_end))
+            else:
+                shortcut = clip
+            residual = self._aligner[0].forward_steps(shortcut, pad_end=pad_end)
+            out = self.branch2.forward_steps(clip, pad_end=pad_end)
+            if out is None or residual is None:
+                return None
+            return self.relu.forward_steps(out + residual)
+
+        return self._peek(run, update_state)
+
+
+def _flatten_step(x: Tensor) -> Tensor:
+    """``(B, C, 1, 1)`` pooled step → ``(B, C)``."""
+    return x.flatten(1)
+
+
+# --- the networks ---------------------------------------------------------------------------------
+class _Layers:
+    """Layer factories for the offline net or its continual twin, so that both share one builder."""
+
+    def __init__(self, continual: bool, temporal_fill: str) -> None:
+        self.continual = continual
+        self.temporal_fill = temporal_fill
+
+    def conv(self, c_in: int, c_out: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]) -> Any:
+        # No conv bias anywhere: every conv is followed by a BatchNorm with its own shift.
+        if self.continual:
+            return co.Conv3d(c_in, c_out, kernel, stride, padding, bias=False, temporal_fill=self.temporal_fill)
+        return nn.Conv3d(c_in, c_out, kernel, stride, padding, bias=False)
+
+    def max_pool(self, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]) -> Any:
+        if self.continual:
+            return co.MaxPool3d(kernel, stride, padding, temporal_fill=self.temporal_fill)
+        return nn.MaxPool3d(kernel, stride, padding)
+
+    def seq(self, layers: OrderedDict[str, nn.Module]) -> nn.Sequential:
+        return co.Sequential(layers) if self.continual else nn.Sequential(layers)
+
+    def block(self, branch2: nn.Sequential, branch1: nn.Module | None, branch1_bn: nn.Module | None) -> ResBlock:
+        if self.continual:
+            return CoResBlock(branch2, branch1, branch1_bn, temporal_fill=self.temporal_fill)
+        return ResBlock(branch2, branch1, branch1_bn)
+
+
+def _bn(channels: int) -> nn.BatchNorm3d:
+    return nn.BatchNorm3d(channels, eps=1e-5, momentum=0.1)
+
+
+def _build_layers(
+    arch: str,
+    layers: _Layers,
+    num_classes: int,
+    dropout: float,
+    width_per_group: int,
+    in_channels: int,
+    temporal_window: int | None,
+) -> OrderedDict[str, nn.Module]:
+    """SlowFast's ``ResNet`` (single pathway) as ``s1, s2, [pathway0_pool], s3, s4, s5, head``."""
+    conv1_t, stage_patterns = _TEMPORAL_KERNELS[arch]
+    w = width_per_group
+    stem = OrderedDict(
+        conv=layers.conv(in_channels, w, (conv1_t, 7, 7), (1, 2, 2), (conv1_t // 2, 3, 3)),
+        bn=_bn(w),
+        relu=nn.ReLU(),
+        pool=layers.max_pool((1, 3, 3), (1, 2, 2), (0, 1, 1)),
+    )
+    modules: OrderedDict[str, nn.Module] = OrderedDict(s1=layers.seq(OrderedDict(pathway0_stem=layers.seq(stem))))
+
+    dim_in = w
+    for i, (depth, pattern, stride) in enumerate(zip(_STAGE_DEPTHS, stage_patterns, _SPATIAL_STRIDES)):
+        dim_inner, dim_out = w * 2**i, w * 4 * 2**i
+        blocks: OrderedDict[str, nn.Module] = OrderedDict()
+        for j, tk in enumerate(_stage_kernels(pattern, depth)):
+            s = stride if j == 0 else 1
+            c_in = dim_in if j == 0 else dim_out
+            branch2 = layers.seq(
+                OrderedDict(
+                    a=layers.conv(c_in, dim_inner, (tk, 1, 1), (1, 1, 1), (tk // 2, 0, 0)),
+                    a_bn=_bn(dim_inner),
+                    a_relu=nn.ReLU(),
+                    # SlowFast's STRIDE_1X1 = False: the spatial stride sits on the 3×3 conv.
+                    b=layers.conv(dim_inner, dim_inner, (1, 3, 3), (1, s, s), (0, 1, 1)),
+                    b_bn=_bn(dim_inner),
+                    b_relu=nn.ReLU(),
+                    c=layers.conv(dim_inner, dim_out, (1, 1, 1), (1, 1, 1), (0, 0, 0)),
+                    c_bn=_bn(dim_out),
+                )
+            )
+            branch2.c_bn.transform_final_bn = True  # zero-initialised γ (SlowFast ZERO_INIT_FINAL_BN)
+            project = c_in != dim_out or s != 1
+            branch1 = layers.conv(c_in, dim_out, (1, 1, 1), (1, s, s), (0, 0, 0)) if project else None
+            blocks[f"pathway0_res{j}"] = layers.block(branch2, branch1, _bn(dim_out) if project else None)
+        modules[f"s{i + 2}"] = layers.seq(blocks)
+        dim_in = dim_out
+        pool_t = _POOL1_T[arch]
+        if i == 0 and pool_t > 1:
+            modules["pathway0_pool"] = layers.max_pool((pool_t, 1, 1), (pool_t, 1, 1), (0, 0, 0))
+
+    head: OrderedDict[str, nn.Module] = OrderedDict()
+    if layers.continual:
+        head["pathway0_avgpool"] = co.AdaptiveAvgPool3d(
+            (1, 1, 1), temporal_window=temporal_window, temporal_fill=layers.temporal_fill
+        )
+    else:
+        # The whole clip: at the native crop this is SlowFast's AvgPool3d((T, S/32, S/32)); other sizes work too.
+        head["pathway0_avgpool"] = nn.AdaptiveAvgPool3d((1, 1, 1))
+        head["flatten"] = nn.Flatten(1)
+    if dropout > 0:
+        head["dropout"] = nn.Dropout(dropout)
+    if layers.continual:
+        head["projection"] = co.Linear(dim_in, num_classes, channel_dim=1)
+        head["flatten"] = co.Lambda(_flatten_step)
+    else:
+        head["projection"] = nn.Linear(dim_in, num_classes)
+    modules["head"] = layers.seq(head)
+    return modules
+
+
+def _init_weights(net: nn.Module, fc_init_std: float = 0.01, zero_init_final_bn: bool = True) -> None:
+    """SlowFast's ``init_weights``: He (fan-out) convs, BN γ=1 β=0 (γ=0 on each block's last BN), N(0, 0.01) fc."""
+    for m in net.modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm3d):
+            nn.init.constant_(m.weight, 0.0 if zero_init_final_bn and getattr(m, "transform_final_bn", False) else 1.0)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=fc_init_std)
+            nn.init.zeros_(m.bias)
+
+
+class ResNet3D(nn.Sequential):
+    """Offline Slow or I3D ResNet-50 (``arch`` = ``"slow"`` | ``"i3d"``), SlowFast's key names; see the module
+    docstring for the papers. ``forward(clip (B, C, T, H, W)) -> logits (B, num_classes)``.
+
+    ``width_per_group`` (64 for ResNet-50) scales every width; tests use small values.
+    """
+
+    def __init__(
+        self,
+        *,
+        arch: str,
+        num_classes: int = 400,
+        dropout: float = 0.5,
+        width_per_group: int = 64,
+        in_channels: int = 3,
+    ) -> None:
+        arch = _check_arch(arch)
+        super().__init__(
+            _build_layers(arch, _Layers(False, "zeros"), num_classes, dropout, width_per_group, in_channels, None)
+        )
+        self.arch = arch
+        self.input_spec = _ARCH_INPUT[arch]
+        _init_weights(self)
+
+
+class CoResNet3D(co.Sequential):
+    """Continual twin of ``ResNet3D`` (CoSlow, CoI3D; Hedegaard & Iosifidis, arXiv 2106.00050).
+
+    Same keys and weights. ``forward(clip)`` pools every window of ``temporal_window`` frames at the head's input
+    (frames after I3D's temporal pool) and returns ``(B, num_classes, T_out)``; a clip of ``temporal_window``
+    pooled frames gives ``T_out == 1`` and, with ``temporal_fill="zeros"``, equals ``ResNet3D``. ``forward_step``
+    returns ``(B, num_classes)`` or ``None`` (warm-up, and every other step of CoI3D).
+    """
+
+    def __init__(
+        self,
+        *,
+        arch: str,
+        num_classes: int = 400,
+        dropout: float = 0.5,
+        temporal_window: int | None = None,
+        temporal_fill: str = "zeros",
+        width_per_group: int = 64,
+        in_channels: int = 3,
+    ) -> None:
+        arch = _check_arch(arch)
+        window = _default_window(arch) if temporal_window is None else temporal_window
+        if window < 1:
+            raise ValueError(f"temporal_window must be a positive number of frames, got {window}")
+        layers = _Layers(True, temporal_fill)
+        super().__init__(_build_layers(arch, layers, num_classes, dropout, width_per_group, in_channels, window))
+        self.arch = arch
+        self.input_spec = _ARCH_INPUT[arch]
+        _init_weights(self)
+
+    @property
+    def temporal_window(self) -> int:
+        """Frames averaged by the global pool (at the head's input: after I3D's temporal pool)."""
+        return self.head.pathway0_avgpool.temporal_window
+
+    @temporal_window.setter
+    def temporal_window(self, frames: int) -> None:
+        # A plain write-through, so that ``co.set_temporal_window`` (which sets it on every module that has one)
+        # and direct assignment agree; the new window starts a fresh stream.
+        self.head.pathway0_avgpool.temporal_window = frames
+        self.clean_state()
+
+
+def _default_window(arch: str) -> int:
+    """The 8-frame training clip, counted at the head's input (after I3D's temporal pool)."""
+    return _SLOW_INPUT.frames // _POOL1_T[arch]
+
+
+# --- registry --------------------------------------------------------------------------------------
+@register_model("slow_8x8_r50")
+def slow_8x8_r50(*, num_classes: int = 400, dropout: float = 0.5) -> ResNet3D:
+    """Slow-8×8-R50 (Feichtenhofer et al., ICCV 2019): 8 frames every 8th, 256² crop; 32.45 M parameters."""
+    return ResNet3D(arch="slow", num_classes=num_classes, dropout=dropout)
+
+
+@register_model("coslow_8x8_r50")
+def coslow_8x8_r50(
+    *, num_classes: int = 400, dropout: float = 0.5, temporal_window: int = 8, temporal_fill: str = "zeros"
+) -> CoResNet3D:
+    """CoSlow (Hedegaard & Iosifidis, arXiv 2106.00050): one prediction per frame, pooled over the last
+    ``temporal_window`` frames (8: receptive field 26, delay 16; 64 for CoSlow₆₄)."""
+    return CoResNet3D(
+        arch="slow",
+        num_classes=num_classes,
+        dropout=dropout,
+        temporal_window=temporal_window,
+        temporal_fill=temporal_fill,
+    )
+
+
+@register_model("i3d_8x8_r50")
+def i3d_8x8_r50(*, num_classes: int = 400, dropout: float = 0.5) -> ResNet3D:
+    """I3D-8×8-R50 (Carreira & Zisserman, CVPR 2017; SlowFast's ResNet-50 variant): 8 frames every 8th, 224² crop;
+    28.04 M parameters."""
+    return ResNet3D(arch="i3d", num_classes=num_classes, dropout=dropout)
+
+
+@register_model("coi3d_8x8_r50")
+def coi3d_8x8_r50(
+    *, num_classes: int = 400, dropout: float = 0.5, temporal_window: int = 4, temporal_fill: str = "zeros"
+) -> CoResNet3D:
+    """CoI3D (Hedegaard & Iosifidis, arXiv 2106.00050): one prediction per 2 frames (the temporal max pool after
+    res2). ``temporal_window`` counts pooled frames: 4 = the 8-frame clip (receptive field 42, delay 24); 32 is
+    CoI3D₆₄."""
+    return CoResNet3D(
+        arch="i3d",
+        num_classes=num_classes,
+        dropout=dropout,
+        temporal_window=temporal_window,
+        temporal_fill=temporal_fill,
+    )
+
+
+class _DropoutLinear(nn.Linear):
+    """``nn.Linear`` with dropout on its input: adds dropout to torchvision's head without changing its keys."""
+
+    def __init__(self, in_features: int, out_features: int, dropout: float) -> None:
+        super().__init__(in_features, out_features)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(self.dropout(x))
+
+
+@register_model("r2plus1d_18")
+def r2plus1d_18(*, num_classes: int = 400, dropout: float = 0.0) -> nn.Module:
+    """R(2+1)D-18 (Tran et al., CVPR 2018) from torchvision, randomly initialised; 31.51 M parameters with 400
+    classes. torchvision has no dropout; ``dropout > 0`` adds it before ``fc`` (same keys)."""
+    from torchvision.models.video import r2plus1d_18 as tv_r2plus1d_18
+
+    net = tv_r2plus1d_18(weights=None, num_classes=num_classes)
+    if dropout > 0:
+        fc = _DropoutLinear(net.fc.in_features, net.fc.out_features, dropout)
+        fc.load_state_dict(net.fc.state_dict())
+        net.fc = fc
+    net.input_spec = INPUT_SPECS["r2plus1d_18"]
+    return net
+
+
+# Registers the checkpoint converters; they refer to the classes above, hence at the end.
+from . import resnet3d_weights  # noqa: E402, F401

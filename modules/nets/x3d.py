@@ -1,0 +1,738 @@
+"""X3D-XS/S/M/L and their continual twins CoX3D-XS/S/M/L.
+
+* **X3D** (Feichtenhofer, "X3D: Expanding Architectures for Efficient Video Recognition", CVPR 2020): a port of
+  facebookresearch/SlowFast's ``X3D`` with its module names, so that a SlowFast ``x3d_{xs,s,m,l}.pyth``
+  checkpoint (``model_state``) loads 1:1. Stem ``s1.pathway0_stem`` = ``conv_xy`` 1×3×3 stride (1,2,2) →
+  depthwise ``conv`` 5×1×1 → ``bn`` → ReLU. Stages ``s2..s5`` of residual blocks ``pathway0_res{i}``: ``branch2`` =
+  ``a`` 1×1×1 → ``a_bn`` → ReLU → ``b`` 3×3×3 depthwise (spatial stride 2 in a stage's first block) → ``b_bn`` →
+  [``se`` on even block indices] → Swish → ``c`` 1×1×1 → ``c_bn``; shortcut = identity or ``branch1`` 1×1×1 +
+  ``branch1_bn``; ReLU after the sum. Head: ``conv_5`` 1×1×1 → ``conv_5_bn`` → ReLU → AvgPool (T, ⌈S/32⌉, ⌈S/32⌉),
+  stride 1 → ``lin_5`` 1×1×1 (no bias, no BN) → ReLU → Dropout → ``projection`` → [softmax in eval] → mean over the
+  pooled positions. Returns ``(B, num_classes)`` logits (``softmax=False``, the default: the system applies
+  softmax/sigmoid; ``softmax=True`` reproduces SlowFast's eval-time softmax).
+* **CoX3D** (Hedegaard & Iosifidis, "Continual 3D Convolutional Neural Networks", arXiv 2106.00050): the same
+  weights and ``state_dict`` keys, built from ``modules.continual``. Each temporal padding becomes delay
+  (``temporal_fill`` "zeros" or "replicate" stands for the frames before the stream), the global pool averages the
+  last ``temporal_window`` frames (default: the size's clip length; it may be extended, e.g. to 64, without
+  changing the per-frame cost), and the net emits one prediction per frame (temporal stride 1): ``forward_step``
+  gives ``(B, num_classes)``, ``forward(clip)`` / ``forward_steps`` give ``(B, num_classes, T_out)``.
+  **CoX3D is not X3D**: its SE blocks pool the current frame only (spatial average), where X3D's pool the whole
+  clip (spec A1 point 1), so outputs differ at equal weights; ``forward(clip)`` equals CoX3D's own stepping
+  (``forward_steps(clip, pad_end=True)``).
+
+Temporal receptive field of CoX3D (each 3×3×3 conv adds 2 frames and pads 1; the stem's 5×1×1 adds 4 and pads 2;
+the pool adds ``temporal_window - 1``), checked in ``tests/nets/test_x3d.py`` against the Co3D paper's table:
+
+=========  ======  ============  ===============  =======  ====================================
+size       blocks  conv RF       receptive_field  padding  delay (= rf - padding - 1, warm-up)
+=========  ======  ============  ===============  =======  ====================================
+XS (T=4)   26      5 + 2·26 = 57 60               28       31
+S (T=13)   26      57            69               28       40
+M (T=16)   26      57            72               28       43
+L (T=16)   55      5 + 2·55=115  130              57       72
+=========  ======  ============  ===============  =======  ====================================
+
+With ``temporal_window=64``: 120 / 28 / 91 (XS, S, M) and 178 / 57 / 120 (L).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from modules import continual as co
+from modules.continual.base import check_fill
+
+from . import x3d_weights  # noqa: F401  (registers the SlowFast and pytorchvideo checkpoint formats)
+from .conv_stack import ChannelLinear
+from .registry import register_model
+
+__all__ = [
+    "X3D",
+    "X3D_SIZES",
+    "CoX3D",
+    "ResBlock",
+    "SqueezeExcitation",
+    "X3DSize",
+    "cox3d_l",
+    "cox3d_m",
+    "cox3d_s",
+    "cox3d_xs",
+    "round_width",
+    "x3d_l",
+    "x3d_m",
+    "x3d_s",
+    "x3d_xs",
+]
+
+BN_EPS = 1e-5
+BN_MOMENTUM = 0.1
+
+
+def round_width(width: float, multiplier: float, min_width: int = 1, divisor: int = 1) -> int:
+    """SlowFast's ``round_width``: ``width * multiplier`` rounded to a multiple of ``divisor`` (at least
+    ``min_width``), rounded up once more if rounding lost over 10%."""
+    if not multiplier:
+        return int(width)
+    width *= multiplier
+    min_width = min_width or divisor
+    out = max(min_width, int(width + divisor / 2) // divisor * divisor)
+    if out < 0.9 * width:
+        out += divisor
+    return int(out)
+
+
+@dataclass(frozen=True)
+class X3DSize:
+    """One X3D size: its input (SlowFast ``configs/Kinetics/X3D_*.yaml``, X3D paper Table 3) and its expansion.
+
+    ``frames`` is the clip length T, ``crop`` the square crop side S in pixels and ``sampling_stride`` the number of
+    video frames between sampled frames at 30 fps. Data configs and the profiler read the input from here.
+    """
+
+    name: str
+    frames: int
+    crop: int
+    sampling_stride: int
+    depth_factor: float
+    width_factor: float = 2.0
+    bottleneck_factor: float = 2.25
+    stem_width: int = 12  # SlowFast X3D.DIM_C1, before the width expansion
+    head_width: int = 2048  # X3D.DIM_C5, the width of lin_5
+    se_ratio: float = 0.0625
+    stem_temporal_kernel: int = 5
+    block_temporal_kernel: int = 3
+
+    @property
+    def depths(self) -> tuple[int, ...]:
+        """Blocks per stage s2..s5: the base (1, 2, 5, 3) times ``depth_factor``, rounded up (SlowFast)."""
+        return tuple(math.ceil(self.depth_factor * d) for d in (1, 2, 5, 3))
+
+    @property
+    def stem_out(self) -> int:
+        return round_width(self.stem_width, self.width_factor)
+
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        """Output widths of s2..s5: the base widths (12 ×2 per stage, multiples of 8) times ``width_factor``."""
+        base = [self.stem_width]
+        for _ in range(3):
+            base.append(round_width(base[-1], 2.0, divisor=8))
+        return tuple(round_width(b, self.width_factor) for b in base)
+
+    @property
+    def inner_widths(self) -> tuple[int, ...]:
+        """Widths of the depthwise 3×3×3 convs: ``int(bottleneck_factor * out)``."""
+        return tuple(int(self.bottleneck_factor * w) for w in self.stage_widths)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """``(C, T, S, S)`` of one clip."""
+        return (3, self.frames, self.crop, self.crop)
+
+
+X3D_SIZES: dict[str, X3DSize] = {
+    "xs": X3DSize("xs", frames=4, crop=160, sampling_stride=12, depth_factor=2.2),
+    "s": X3DSize("s", frames=13, crop=160, sampling_stride=6, depth_factor=2.2),
+    "m": X3DSize("m", frames=16, crop=224, sampling_stride=5, depth_factor=2.2),
+    "l": X3DSize("l", frames=16, crop=312, sampling_stride=5, depth_factor=5.0),
+}
+
+
+def _pool_side(crop: int) -> int:
+    # Five stride-2 stages (stem, s2..s5) with "same" padding: ceil(S / 32) positions per side remain.
+    return math.ceil(crop / 32)
+
+
+def _bn(channels: int) -> nn.BatchNorm3d:
+    return nn.BatchNorm3d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+# --- building blocks: offline ---------------------------------------------------------------------------------
+class SqueezeExcitation(nn.Module):
+    """SlowFast's SE (``operators.SE``): average pool over (T, H, W) → ``fc1`` → ReLU → ``fc2`` → sigmoid → scale.
+
+    ``fc1`` has ``round_width(channels * ratio, min 8, divisor 8)`` outputs (8/8/16/32 in X3D's four stages).
+    """
+
+    def __init__(self, channels: int, ratio: float) -> None:
+        super().__init__()
+        reduced = round_width(channels, ratio, min_width=8, divisor=8)
+        self.avg_pool = nn.AdaptiveAvgPool3d((1, 1, 1))
+        self.fc1 = nn.Conv3d(channels, reduced, 1, bias=True)
+        self.fc1_act = nn.ReLU()
+        self.fc2 = nn.Conv3d(reduced, channels, 1, bias=True)
+        self.fc2_sig = nn.Sigmoid()
+
+    def _excite(self, pooled: Tensor) -> Tensor:
+        return self.fc2_sig(self.fc2(self.fc1_act(self.fc1(pooled))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * self._excite(self.avg_pool(x))
+
+
+class ResBlock(nn.Module):
+    """SlowFast's ``ResBlock``: ``relu(shortcut(x) + branch2(x))``, the shortcut being ``branch1_bn(branch1(x))``
+    where the width or the resolution changes, else the identity."""
+
+    def __init__(self, branch2: nn.Module, branch1: nn.Module | None = None, branch1_bn: nn.Module | None = None):
+        super().__init__()
+        if (branch1 is None) != (branch1_bn is None):
+            raise ValueError("ResBlock: give both branch1 and branch1_bn, or neither")
+        # Registered in SlowFast's order, so that state_dict keys come in the checkpoint's order.
+        if branch1 is not None:
+            self.branch1 = branch1
+            self.branch1_bn = branch1_bn
+        self.branch2 = branch2
+        self.relu = nn.ReLU()
+
+    @property
+    def has_projection(self) -> bool:
+        return "branch1" in self._modules
+
+    def forward(self, x: Tensor) -> Tensor:
+        shortcut = self.branch1_bn(self.branch1(x)) if self.has_projection else x
+        return self.relu(shortcut + self.branch2(x))
+
+
+class _Output(nn.Module):
+    """Head output of the offline net: ``(B, K, T', H', W')`` scores → [softmax in eval] → mean over positions.
+
+    SlowFast averages the (softmaxed) scores of the pooled positions; at the training clip length and crop there
+    is one position.
+    """
+
+    def __init__(self, softmax: bool = False) -> None:
+        super().__init__()
+        self.softmax = softmax
+
+    def _act(self, x: Tensor) -> Tensor:
+        return x.softmax(dim=1) if self.softmax and not self.training else x
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._act(x).mean(dim=(2, 3, 4))
+
+    def extra_repr(self) -> str:
+        return f"softmax={self.softmax}"
+
+
+# --- building blocks: continual -------------------------------------------------------------------------------
+class _CoParent(co.CoModule):
+    """State of a hand-written continual module: the states of its continual children, in order."""
+
+    def _stateful(self) -> list[nn.Module]:
+        return [m for m in self.children() if isinstance(m, co.CoModule)]  # type: ignore[attr-defined]
+
+    def get_state(self) -> list[Any]:
+        return [m.get_state() for m in self._stateful()]
+
+    def set_state(self, state: Any) -> None:
+        if state is None:
+            self.clean_state()
+            return
+        modules = self._stateful()
+        if len(state) != len(modules):
+            raise ValueError(f"{type(self).__name__}.set_state expects {len(modules)} child states, got {len(state)}")
+        for m, s in zip(modules, state):
+            m.set_state(s)
+
+    def clean_state(self) -> None:
+        for m in self._stateful():
+            m.clean_state()
+
+    def _peek(self, fn: Any, update_state: bool) -> Any:
+        if update_state:
+            return fn()
+        saved = self.get_state()
+        try:
+            return fn()
+        finally:
+            self.set_state(saved)
+
+
+class CoSqueezeExcitation(co.CoModule, SqueezeExcitation):
+    """CoX3D's frame-scoped SE: each frame is pooled over its own spatial dims only, so the block is temporally
+    local (no state, no delay). Same weights and keys as ``SqueezeExcitation``, but a different function: X3D's SE
+    pools the whole clip, which a stream cannot do without waiting for the clip's end."""
+
+    def forward(self, clip: Tensor) -> Tensor:
+        return clip * self._excite(clip.mean(dim=(3, 4), keepdim=True))
+
+    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor:
+        pooled = step.mean(dim=(2, 3), keepdim=True).unsqueeze(2)  # (B, C, 1, 1, 1): a one-frame clip
+        return step * self._excite(pooled).squeeze(2)
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor:
+        return self.forward(clip)
+
+
+class CoResBlock(_CoParent, ResBlock):
+    """Continual ``ResBlock``: the shortcut is delayed by ``branch2``'s delay (one step per 3×3×3 conv), so that
+    both summands belong to the same frame. The ``Delay`` has no weights, hence no ``state_dict`` keys."""
+
+    def __init__(
+        self,
+        branch2: co.Sequential,
+        branch1: nn.Module | None = None,
+        branch1_bn: nn.Module | None = None,
+        temporal_fill: str = "zeros",
+    ) -> None:
+        super().__init__(branch2, branch1, branch1_bn)
+        if self.has_projection:
+            self.branch1 = co.continual(self.branch1, temporal_fill=temporal_fill)
+            self.branch1_bn = co.continual(self.branch1_bn)
+            if self.branch1.delay != 0:
+                raise ValueError("CoResBlock: branch1 must be pointwise in time")
+        self.relu = co.continual(self.relu)
+        self.shortcut_delay = co.Delay(branch2.delay, temporal_fill)
+
+    @property
+    def receptive_field(self) -> int:
+        return self.branch2.receptive_field
+
+    @property
+    def padding(self) -> tuple[int, ...]:  # type: ignore[override]
+        return self.branch2.padding
+
+    @property
+    def delay(self) -> int:
+        return self.branch2.delay
+
+    @property
+    def stride(self) -> tuple[int, ...]:  # type: ignore[override]
+        return self.branch2.stride
+
+    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
+        def run() -> Tensor | None:
+            shortcut = self.branch1_bn.forward_step(self.branch1.forward_step(step)) if self.has_projection else step
+            shortcut = self.shortcut_delay.forward_step(shortcut)
+            residual = self.branch2.forward_step(step)
+            if shortcut is None or residual is None:  # both or neither: the delays are equal
+                return None
+            return self.relu.forward_step(shortcut + residual)
+
+        return self._peek(run, update_state)
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
+        def run() -> Tensor | None:
+            shortcut = clip
+            if self.has_projection:
+                shortcut = self.branch1_bn.forward_steps(self.branch1.forward_steps(clip, pad_end=pad_end))
+            shortcut = self.shortcut_delay.forward_steps(shortcut, pad_end=pad_end)
+            residual = self.branch2.forward_steps(clip, pad_end=pad_end)
+            if shortcut is None or residual is None:
+                return None
+            return self.relu.forward_steps(shortcut + residual)
+
+        return self._peek(run, update_state)
+
+
+class WindowAvgPool3d(co.AvgPool3d):
+    """CoX3D's global pool ``co.AvgPool3d((temporal_window, s, s), stride=1)``, whose temporal size can be changed
+    after construction (``co.set_temporal_window``, e.g. to extend a net trained on 13 frames to 64)."""
+
+    @property
+    def temporal_window(self) -> int:
+        return int(self.kernel_size[0])
+
+    @temporal_window.setter
+    def temporal_window(self, frames: int) -> None:
+        if frames < 1:
+            raise ValueError(f"temporal_window must be a positive number of frames, got {frames}")
+        self.kernel_size = (int(frames), *self.kernel_size[1:])
+        self.clean_state()  # the window buffer has the old length
+
+
+class _CoOutput(co.CoModule, _Output):
+    """Head output of CoX3D, per frame: ``(B, K, h, w)`` → [softmax in eval] → spatial mean → ``(B, K)``;
+    on clips ``(B, K, T, h, w)`` → ``(B, K, T)``."""
+
+    def forward(self, clip: Tensor) -> Tensor:
+        return self._act(clip).mean(dim=(3, 4))
+
+    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor:
+        return self._act(step).mean(dim=(2, 3))
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor:
+        return self.forward(clip)
+
+
+# --- the two layer sets ------------------------------------------------------------------------------------
+class _Layers:
+    """Constructors of the offline net; ``_CoLayers`` swaps in the continual ones. One ``_build`` serves both,
+    so the two nets cannot drift apart in structure or key names."""
+
+    def __init__(self, temporal_fill: str = "zeros") -> None:
+        self.temporal_fill = temporal_fill
+
+    def conv(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: tuple[int, int, int],
+        stride: tuple[int, int, int] = (1, 1, 1),
+        groups: int = 1,
+        bias: bool = False,
+    ) -> nn.Module:
+        padding = tuple(k // 2 for k in kernel)  # "same" padding, in time too (it becomes delay when streaming)
+        return nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, groups=groups, bias=bias)
+
+    def seq(self, **named: nn.Module) -> nn.Module:
+        return nn.Sequential(OrderedDict(named))
+
+    def se(self, channels: int, ratio: float) -> nn.Module:
+        return SqueezeExcitation(channels, ratio)
+
+    def block(self, branch2: nn.Module, branch1: nn.Module | None, branch1_bn: nn.Module | None) -> nn.Module:
+        return ResBlock(branch2, branch1, branch1_bn)
+
+    def pool(self, frames: int, side: int) -> nn.Module:
+        return nn.AvgPool3d((frames, side, side), stride=1)
+
+    def linear(self, c_in: int, c_out: int) -> nn.Module:
+        return ChannelLinear(c_in, c_out)
+
+    def output(self, softmax: bool) -> nn.Module:
+        return _Output(softmax)
+
+
+class _CoLayers(_Layers):
+    def conv(
+        self,
+        c_in: int,
+        c_out: int,
+        kernel: tuple[int, int, int],
+        stride: tuple[int, int, int] = (1, 1, 1),
+        groups: int = 1,
+        bias: bool = False,
+    ) -> nn.Module:
+        padding = tuple(k // 2 for k in kernel)
+        return co.Conv3d(
+            c_in,
+            c_out,
+            kernel,
+            stride=stride,
+            padding=padding,
+            groups=groups,
+            bias=bias,
+            temporal_fill=self.temporal_fill,
+        )
+
+    def seq(self, **named: nn.Module) -> nn.Module:
+        return co.Sequential(OrderedDict(named))  # converts BN, ReLU, SiLU, Dropout to per-frame modules
+
+    def se(self, channels: int, ratio: float) -> nn.Module:
+        return CoSqueezeExcitation(channels, ratio)
+
+    def block(self, branch2: nn.Module, branch1: nn.Module | None, branch1_bn: nn.Module | None) -> nn.Module:
+        return CoResBlock(branch2, branch1, branch1_bn, temporal_fill=self.temporal_fill)
+
+    def pool(self, frames: int, side: int) -> nn.Module:
+        return WindowAvgPool3d((frames, side, side), stride=1)
+
+    def linear(self, c_in: int, c_out: int) -> nn.Module:
+        return co.Linear(c_in, c_out, channel_dim=1)
+
+    def output(self, softmax: bool) -> nn.Module:
+        return _CoOutput(softmax)
+
+
+def _build(
+    layers: _Layers, size: X3DSize, *, num_classes: int, dropout: float, frames: int, crop: int, softmax: bool
+) -> OrderedDict[str, nn.Module]:
+    """``s1``..``s5`` and ``head`` of X3D (SlowFast ``video_model_builder.X3D``), from ``layers``."""
+    if crop < 32:
+        raise ValueError(f"X3D needs crops of at least 32 pixels (5 stride-2 stages), got crop={crop}")
+    kt, bt = size.stem_temporal_kernel, size.block_temporal_kernel
+    stem_out = size.stem_out
+    stem = layers.seq(
+        conv_xy=layers.conv(3, stem_out, (1, 3, 3), stride=(1, 2, 2)),
+        conv=layers.conv(stem_out, stem_out, (kt, 1, 1), groups=stem_out),  # depthwise in time
+        bn=_bn(stem_out),
+        relu=nn.ReLU(),
+    )
+    stages: OrderedDict[str, nn.Module] = OrderedDict(s1=layers.seq(pathway0_stem=stem))
+    dim_in = stem_out
+    for index, (depth, dim_out, inner) in enumerate(zip(size.depths, size.stage_widths, size.inner_widths)):
+        blocks = {}
+        for i in range(depth):
+            stride = 2 if i == 0 else 1  # on the 3×3×3 conv (SlowFast STRIDE_1X1 = False)
+            c_in = dim_in if i == 0 else dim_out
+            branch2: dict[str, nn.Module] = {
+                "a": layers.conv(c_in, inner, (1, 1, 1)),
+                "a_bn": _bn(inner),
+                "a_relu": nn.ReLU(),
+                "b": layers.conv(inner, inner, (bt, 3, 3), stride=(1, stride, stride), groups=inner),
+                "b_bn": _bn(inner),
+            }
+            if size.se_ratio > 0 and (i + 1) % 2:  # SE on blocks 0, 2, 4, ...
+                branch2["se"] = layers.se(inner, size.se_ratio)
+            branch2 |= {"b_relu": nn.SiLU(), "c": layers.conv(inner, dim_out, (1, 1, 1)), "c_bn": _bn(dim_out)}
+            project = c_in != dim_out or stride != 1
+            branch1 = layers.conv(c_in, dim_out, (1, 1, 1), stride=(1, stride, stride)) if project else None
+            blocks[f"pathway0_res{i}"] = layers.block(layers.seq(**branch2), branch1, _bn(dim_out) if project else None)
+        stages[f"s{index + 2}"] = layers.seq(**blocks)
+        dim_in = dim_out
+    inner = size.inner_widths[-1]
+    stages["head"] = layers.seq(
+        conv_5=layers.conv(dim_in, inner, (1, 1, 1)),
+        conv_5_bn=_bn(inner),
+        conv_5_relu=nn.ReLU(),
+        avg_pool=layers.pool(frames, _pool_side(crop)),
+        lin_5=layers.conv(inner, size.head_width, (1, 1, 1)),
+        lin_5_relu=nn.ReLU(),
+        dropout=nn.Dropout(dropout),
+        projection=layers.linear(size.head_width, num_classes),
+        output=layers.output(softmax),
+    )
+    return stages
+
+
+def _init_weights(net: nn.Module, fc_std: float = 0.01, zero_init_final_bn: bool = True) -> None:
+    """SlowFast's ``init_weights``: MSRA fill (kaiming normal, fan_out) for convs, N(0, fc_std) for the classifier,
+    BN γ = 1, β = 0, and γ = 0 on each block's last BN so that every block starts as its shortcut."""
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Conv3d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm3d):
+            final = zero_init_final_bn and name.endswith("branch2.c_bn")
+            nn.init.constant_(m.weight, 0.0 if final else 1.0)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=fc_std)
+            nn.init.zeros_(m.bias)
+
+
+def _check_clip(net: X3D | CoX3D, clip: Tensor, frames: int, frames_arg: str) -> None:
+    """A clear error for clips the head pool cannot take (torch's would only say "output size is too small")."""
+    name = type(net).__name__
+    if clip.dim() != 5 or clip.shape[1] != 3:
+        raise ValueError(f"{name} takes clips (B, 3, T, H, W), got shape {tuple(clip.shape)}")
+    side = _pool_side(net.crop)
+    if clip.shape[2] < frames or min(clip.shape[3:]) <= (side - 1) * 32:
+        raise ValueError(
+            f"{name}-{net.size.name.upper()} pools {frames} frames of ⌈{net.crop}/32⌉ = {side} positions per side; "
+            f"a clip of shape {tuple(clip.shape)} is too small: build it with {frames_arg}=<T> and crop=<S> of your "
+            "clips, or feed longer/larger clips"
+        )
+
+
+# --- the nets ------------------------------------------------------------------------------------------------
+class X3D(nn.Sequential):
+    """X3D (Feichtenhofer, CVPR 2020) with SlowFast's module names; ``(B, 3, T, S, S)`` → ``(B, num_classes)``.
+
+    The head pool is ``(frames, ⌈crop/32⌉, ⌈crop/32⌉)`` with stride 1, as in SlowFast: clips longer or crops larger
+    than that give several pooled positions, whose scores are averaged.
+    """
+
+    def __init__(
+        self,
+        size: X3DSize,
+        *,
+        num_classes: int = 400,
+        dropout: float = 0.5,
+        frames: int | None = None,
+        crop: int | None = None,
+        softmax: bool = False,
+    ) -> None:
+        frames, crop = frames or size.frames, crop or size.crop
+        super().__init__(
+            _build(_Layers(), size, num_classes=num_classes, dropout=dropout, frames=frames, crop=crop, softmax=softmax)
+        )
+        self.size, self.frames, self.crop, self.num_classes = size, frames, crop, num_classes
+        _init_weights(self)
+
+    def forward(self, clip: Tensor) -> Tensor:
+        _check_clip(self, clip, self.frames, "frames")
+        return super().forward(clip)
+
+
+class CoX3D(co.Sequential):
+    """CoX3D (Hedegaard & Iosifidis, arXiv 2106.00050): X3D's weights and keys, stepping one frame at a time.
+
+    ``forward_step(frame (B, 3, S, S))`` → ``(B, num_classes)`` (or ``None`` for the first ``delay`` steps);
+    ``forward(clip)`` → ``(B, num_classes, T - temporal_window + 1)``. The SE blocks pool the current frame only
+    (see the module docstring), so this is not X3D's function at equal weights.
+    """
+
+    def __init__(
+        self,
+        size: X3DSize,
+        *,
+        num_classes: int = 400,
+        dropout: float = 0.5,
+        temporal_window: int | None = None,
+        temporal_fill: str = "zeros",
+        crop: int | None = None,
+        softmax: bool = False,
+    ) -> None:
+        window, crop = temporal_window or size.frames, crop or size.crop
+        layers = _CoLayers(check_fill(temporal_fill))
+        super().__init__(
+            _build(layers, size, num_classes=num_classes, dropout=dropout, frames=window, crop=crop, softmax=softmax)
+        )
+        self.size, self.crop, self.num_classes, self.temporal_fill = size, crop, num_classes, temporal_fill
+        _init_weights(self)
+
+    def forward(self, clip: Tensor) -> Tensor:
+        _check_clip(self, clip, self.head.avg_pool.temporal_window, "temporal_window")
+        return super().forward(clip)
+
+
+# --- registry ------------------------------------------------------------------------------------------------
+def _x3d(name: str, **kw: Any) -> X3D:
+    return X3D(X3D_SIZES[name], **kw)
+
+
+def _cox3d(name: str, **kw: Any) -> CoX3D:
+    return CoX3D(X3D_SIZES[name], **kw)
+
+
+_OFFLINE_DOC = """X3D-{n} ({t} × {s}², Feichtenhofer, CVPR 2020). ``frames``/``crop`` set the head pool (default the
+    size's clip); ``softmax`` applies SlowFast's eval-time softmax."""
+_CO_DOC = """CoX3D-{n} (Hedegaard & Iosifidis, arXiv 2106.00050): X3D-{n}'s weights, one prediction per frame.
+    ``temporal_window`` frames are pooled (default {t}); ``crop`` sets the spatial pool (default {s})."""
+
+
+@register_model("x3d_xs")
+def x3d_xs(
+    *,
+    num_classes: int = 400,
+    dropout: float = 0.5,
+    frames: int | None = None,
+    crop: int | None = None,
+    softmax: bool = False,
+) -> X3D:
+    return _x3d("xs", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop, softmax=softmax)
+
+
+@register_model("x3d_s")
+def x3d_s(
+    *,
+    num_classes: int = 400,
+    dropout: float = 0.5,
+    frames: int | None = None,
+    crop: int | None = None,
+    softmax: bool = False,
+) -> X3D:
+    return _x3d("s", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop, softmax=softmax)
+
+
+@register_model("x3d_m")
+def x3d_m(
+    *,
+    num_classes: int = 400,
+    dropout: float = 0.5,
+    frames: int | None = None,
+    crop: int | None = None,
+    softmax: bool = False,
+) -> X3D:
+    return _x3d("m", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop, softmax=softmax)
+
+
+@register_model("x3d_l")
+def x3d_l(
+    *,
+    num_classes: int = 400,
+    dropout: float = 0.5,
+    frames: int | None = None,
+    crop: int | None = None,
+    softmax: bool = False,
+) -> X3D:
+    return _x3d("l", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop, softmax=softmax)
+
+
+@register_model("cox3d_xs")
+def cox3d_xs(
+    *,
+    num_classes: int = 400,
+    dropout: float = 0.5,
+    temporal_window: int | None = None,
+    temporal_fill: str = "zeros",
+    crop: int | None = None,
+    softmax: bool = False,
+) -> CoX3D:
+    return _cox3d(
+        "xs",
+        num_classes=num_classes,
+        dropout=dropout,
+        temporal_window=temporal_window,
+        temporal_fill=temporal_fill,
+        crop=crop,
+        softmax=softmax,
+    )
+
+
+@register_model("cox3d_s")
+def cox3d_s(
+    *,
+    num_classes: int = 400,
+    dropout: float = 0.5,
+    temporal_window: int | None = None,
+    temporal_fill: str = "zeros",
+    crop: int | None = None,
+    softmax: bool = False,
+) -> CoX3D:
+    return _cox3d(
+        "s",
+        num_classes=num_classes,
+        dropout=dropout,
+        temporal_window=temporal_window,
+        temporal_fill=temporal_fill,
+        crop=crop,
+        softmax=softmax,
+    )
+
+
+@register_model("cox3d_m")
+def cox3d_m(
+    *,
+    num_classes: int = 400,
+    dropout: float = 0.5,
+    temporal_window: int | None = None,
+    temporal_fill: str = "zeros",
+    crop: int | None = None,
+    softmax: bool = False,
+) -> CoX3D:
+    return _cox3d(
+        "m",
+        num_classes=num_classes,
+        dropout=dropout,
+        temporal_window=temporal_window,
+        temporal_fill=temporal_fill,
+        crop=crop,
+        softmax=softmax,
+    )
+
+
+@register_model("cox3d_l")
+def cox3d_l(
+    *,
+    num_classes: int = 400,
+    dropout: float = 0.5,
+    temporal_window: int | None = None,
+    temporal_fill: str = "zeros",
+    crop: int | None = None,
+    softmax: bool = False,
+) -> CoX3D:
+    return _cox3d(
+        "l",
+        num_classes=num_classes,
+        dropout=dropout,
+        temporal_window=temporal_window,
+        temporal_fill=temporal_fill,
+        crop=crop,
+        softmax=softmax,
+    )
+
+
+for _fn, _n in ((x3d_xs, "xs"), (x3d_s, "s"), (x3d_m, "m"), (x3d_l, "l")):
+    _fn.__doc__ = _OFFLINE_DOC.format(n=_n.upper(), t=X3D_SIZES[_n].frames, s=X3D_SIZES[_n].crop)
+for _fn, _n in ((cox3d_xs, "xs"), (cox3d_s, "s"), (cox3d_m, "m"), (cox3d_l, "l")):
+    _fn.__doc__ = _CO_DOC.format(n=_n.upper(), t=X3D_SIZES[_n].frames, s=X3D_SIZES[_n].crop)
