@@ -22,6 +22,12 @@ NEEDS = {
     ("eval", "frame"): ["model=co_conv_stack", "eval.clip_length=10"],
     ("eval", "transient"): ["model=co_conv_stack", "eval.clip_length=12"],
     ("eval", "extended"): ["model=co_conv_stack", "eval.clip_length=12", "eval.windows=[4,8]"],
+    # X3D downsamples 32x: its head needs crops of at least 32 pixels
+    **{
+        ("model", f"{m}_{s}"): ["data.height=32", "data.width=32"]
+        for m in ("x3d", "cox3d")
+        for s in ("xs", "s", "m", "l")
+    },
 }
 
 
