@@ -6,9 +6,13 @@ PY := $(VENV)/bin/python
 # torch is installed first and explicitly: a plain resolver would fetch a newer multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
+# dataset of the cox3d targets: kinetics400 (datamodules/README.md) or moving_digits (generated here)
+DATA ?= kinetics400
+COX3D_kinetics400 := cox3d_s_kinetics400
+COX3D_moving_digits := cox3d_tiny_moving_digits
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-gpu lint format train-demo profile-demo bench-cox3d figures clean
+.PHONY: help install test test-all test-gpu lint format train-demo profile-demo demo train-cox3d eval-cox3d profile-cox3d bench-cox3d figures clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -44,6 +48,18 @@ train-demo: install ## train the tiny conv_stack on synthetic clips (~20 s) -> o
 
 profile-demo: install ## profile co_conv_stack in clip and frame mode on CPU (~30 s) -> multirun/profile/<date>/<time>/{0,1}/profile.json
 	$(PY) -m experiments.profile -m model=co_conv_stack mode=clip,frame device=cpu $(ARGS)
+
+demo: install ## Moving Digits end to end on CPU: train X3D-tiny, evaluate it as CoX3D-tiny (clip + frame), profile both (~6 min) -> outputs/demo/<date>/<time>/{results.csv,acc_vs_flops.png}
+	$(PY) -m experiments.demo $(ARGS)
+
+train-cox3d: install ## train CoX3D-S on Kinetics-400 (DATA=moving_digits: CoX3D-tiny on Moving Digits); ARGS pass through -> outputs/train/...
+	$(PY) -m experiments.train experiment=$(COX3D_$(DATA)) $(ARGS)
+
+eval-cox3d: install ## evaluate CoX3D under the frame protocol: ARGS="ckpt_path=<ckpt>" or ARGS="model.net.weights=<x3d_s.pyth>" (eval=transient|extended too)
+	$(PY) -m experiments.eval experiment=$(COX3D_$(DATA)) $(ARGS)
+
+profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinetics table row on CPU, batch 1 (~10 min) -> paper/results/kinetics400_profile.csv
+	$(PY) -m experiments.profile_table $(ARGS)
 
 bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, CPU (+CUDA) (~3 min CPU) -> outputs/bench/.../bench.json
 	$(PY) -m experiments.bench $(ARGS)

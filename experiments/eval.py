@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint: ``python -m experiments.eval ckpt_path=<file.ckpt> [experiment=<name>] [eval=frame]``.
+"""Evaluate: ``python -m experiments.eval experiment=<name> [ckpt_path=<file.ckpt>] [model.net.weights=<official>]``.
 
 Loads the checkpoint's weights into the configured model, tests it under the configured protocol, and writes
 ``config.yaml`` and ``metrics.json`` into the run directory. Returns ``optimized_metric`` (``test/top1``).
@@ -28,7 +28,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     utils.save_config(cfg, cfg.paths.output_dir)
     utils.log_hyperparameters(cfg, loggers)
-    log.info(f"Testing {cfg.ckpt_path} under the {cfg.eval.protocol} protocol")
+    what = cfg.ckpt_path or "the model as built (its configured weights)"
+    log.info(f"Testing {what} under the {cfg.eval.protocol} protocol")
     try:
         trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         utils.write_protocol_results(getattr(model, "protocol_results", []), cfg.paths.output_dir, loggers)

@@ -104,6 +104,15 @@ class ClassificationSystem(pl.LightningModule):
             return [f"window{w}" for w in self.hparams.extended_windows]
         return []
 
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        data_multi_label = getattr(datamodule, "multi_label", None)
+        if data_multi_label is not None and bool(data_multi_label) != self.hparams.multi_label:
+            raise ValueError(
+                f"{type(datamodule).__name__} gives {'multi-hot' if data_multi_label else 'class-index'} targets but "
+                f"the system has multi_label={self.hparams.multi_label}; set model.multi_label={data_multi_label}"
+            )
+
     # --- predictions -------------------------------------------------------------------------------
     def forward(self, clip: Tensor) -> Tensor:
         """Offline logits ``(B, num_classes)``."""

@@ -15,6 +15,9 @@ from omegaconf import DictConfig
 from experiments.utils import instantiate_callbacks, instantiate_loggers
 from modules.system import ClassificationSystem
 from tests.conftest import CONFIGS
+from tests.datamodules import write_charades, write_kinetics
+from tests.datamodules.test_charades import VIDEOS as CHARADES_VIDEOS
+from tests.datamodules.test_kinetics import VIDEOS as KINETICS_VIDEOS
 
 GROUPS = ("data", "model", "eval", "callbacks", "logger", "trainer", "paths")
 # options that only make sense together with others
@@ -22,6 +25,16 @@ NEEDS = {
     ("eval", "frame"): ["model=co_conv_stack", "eval.clip_length=10"],
     ("eval", "transient"): ["model=co_conv_stack", "eval.clip_length=12"],
     ("eval", "extended"): ["model=co_conv_stack", "eval.clip_length=12", "eval.windows=[4,8]"],
+    ("data", "kinetics400"): ["data.num_classes=3", "data.crop_size=32", "data.clip_length=4", "data.num_workers=0"],
+    ("data", "charades"): ["data.crop_size=32", "data.clip_length=4", "data.sampling_stride=2", "data.num_workers=0"],
+    ("data", "moving_digits"): [
+        "data.num_train=10",
+        "data.num_val=4",
+        "data.num_test=4",
+        "data.num_frames=16",
+        "data.num_workers=0",
+        "data.progress=false",
+    ],
     # X3D downsamples 32x: its head needs crops of at least 32 pixels
     **{
         ("model", f"{m}_{s}"): ["data.height=32", "data.width=32"]
@@ -29,6 +42,26 @@ NEEDS = {
         for s in ("xs", "s", "m", "l")
     },
 }
+
+
+# Experiments run on the tiny datasets of the `tiny_data` fixture, shrunk to small crops and batches.
+SHRINK = ["data.crop_size=32", "data.batch_size=2", "data.num_workers=0"]
+DATA_OF_EXPERIMENT = {
+    "kinetics400": [*SHRINK, "data.num_classes=3"],
+    "charades": SHRINK,
+    "moving_digits": [*SHRINK, *NEEDS[("data", "moving_digits")]],
+}
+
+
+def _experiment_overrides(experiment: str) -> list[str]:
+    return next((o for key, o in DATA_OF_EXPERIMENT.items() if key in experiment), [])
+
+
+@pytest.fixture(autouse=True)
+def tiny_data(tmp_path: Path) -> None:
+    """Tiny Kinetics and Charades trees where paths.data_dir points (the tests run in tmp_path)."""
+    write_kinetics(tmp_path / "data", KINETICS_VIDEOS)
+    write_charades(tmp_path / "data", CHARADES_VIDEOS)
 
 
 def _options(group: str) -> list[str]:
@@ -79,15 +112,18 @@ def test_every_group_has_options():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_experiment_composes_for_every_entry_point(compose_cfg, experiment):
-    cfg = compose_cfg("train.yaml", [f"experiment={experiment}"])
+    overrides = [f"experiment={experiment}", *_experiment_overrides(experiment)]
+    cfg = compose_cfg("train.yaml", overrides)
     _instantiate_all(cfg)
     assert cfg.run_name == experiment
-    cfg = compose_cfg("eval.yaml", [f"experiment={experiment}", "ckpt_path=some.ckpt"])
-    _instantiate_all(cfg)
-    cfg = compose_cfg("profile.yaml", [f"experiment={experiment}"])
+    cfg = compose_cfg("eval.yaml", [*overrides, "ckpt_path=some.ckpt"])
+    assert isinstance(hydra.utils.instantiate(cfg.model), ClassificationSystem)
+    cfg = compose_cfg("profile.yaml", overrides)
     net = hydra.utils.instantiate(cfg.model.net)
-    clip = torch.randn(1, *[int(s) for s in cfg.input_shape])
-    assert net.eval()(clip).shape[:2] == (1, cfg.data.num_classes)
+    c, t, *spatial = (int(s) for s in cfg.input_shape)
+    # an extended pool (e.g. 64 frames) needs a clip at least as long as the continual net's receptive field
+    t = max(t, getattr(net, "receptive_field", t))
+    assert net.eval()(torch.randn(1, c, t, *spatial)).shape[:2] == (1, cfg.data.num_classes)
 
 
 def test_continual_experiment_evaluates_frames_with_enough_frames(compose_cfg):

@@ -85,3 +85,15 @@ def test_protocol_needs_a_continual_net() -> None:
         ClassificationSystem(build("conv_stack"), 10, optimizer=torch.optim.SGD, eval_protocol="transient")
     with pytest.raises(ValueError, match="extended_windows"):
         _system("extended")
+
+
+def test_multi_label_mismatch_with_the_data_is_an_error() -> None:
+    class MultiHotData(pl.LightningDataModule):
+        multi_label = True
+
+        def test_dataloader(self) -> DataLoader:
+            return _loader(12, multi_label=True)
+
+    trainer = pl.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu")
+    with pytest.raises(ValueError, match=r"model\.multi_label=True"):
+        trainer.test(_system("frame"), datamodule=MultiHotData(), verbose=False)

@@ -54,12 +54,18 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models()) or '(none)'}") from None
 
 
-def build(name: str, **overrides: Any) -> nn.Module:
-    """Build the registered model ``name`` with its defaults replaced by ``overrides``."""
+def build(name: str, *, weights: str | None = None, **overrides: Any) -> nn.Module:
+    """Build the registered model ``name`` with its defaults replaced by ``overrides``; ``weights`` is an official
+    checkpoint (``.pyth``/``.pth``/``.pkl``) loaded with ``modules.nets.load_pretrained``."""
     fn = get_builder(name)
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
         unknown = sorted(set(overrides) - set(params))
         if unknown:
             raise TypeError(f"model {name!r} has no argument(s) {unknown}; it accepts {sorted(params)}")
-    return fn(**overrides)
+    net = fn(**overrides)
+    if weights:
+        from .weights import load_pretrained  # the registry stays importable without the converters
+
+        load_pretrained(net, weights)
+    return net

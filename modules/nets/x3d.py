@@ -140,6 +140,11 @@ X3D_SIZES: dict[str, X3DSize] = {
     "s": X3DSize("s", frames=13, crop=160, sampling_stride=6, depth_factor=2.2),
     "m": X3DSize("m", frames=16, crop=224, sampling_stride=5, depth_factor=2.2),
     "l": X3DSize("l", frames=16, crop=312, sampling_stride=5, depth_factor=5.0),
+    # Not in the paper: a small X3D (blocks 1/1/3/2, half width, a 256-wide head) for CPU demos on small inputs
+    # such as Moving Digits (8 consecutive frames of 32 x 32).
+    "tiny": X3DSize(
+        "tiny", frames=8, crop=32, sampling_stride=1, depth_factor=0.5, width_factor=1.0, head_width=256
+    ),
 }
 
 
@@ -736,3 +741,27 @@ for _fn, _n in ((x3d_xs, "xs"), (x3d_s, "s"), (x3d_m, "m"), (x3d_l, "l")):
     _fn.__doc__ = _OFFLINE_DOC.format(n=_n.upper(), t=X3D_SIZES[_n].frames, s=X3D_SIZES[_n].crop)
 for _fn, _n in ((cox3d_xs, "xs"), (cox3d_s, "s"), (cox3d_m, "m"), (cox3d_l, "l")):
     _fn.__doc__ = _CO_DOC.format(n=_n.upper(), t=X3D_SIZES[_n].frames, s=X3D_SIZES[_n].crop)
+
+
+@register_model("x3d_tiny")
+def x3d_tiny(
+    *, num_classes: int = 10, dropout: float = 0.2, frames: int | None = None, crop: int | None = None
+) -> X3D:
+    """A small X3D (``X3D_SIZES["tiny"]``, 8 × 32²) for CPU demos; not a paper model."""
+    return _x3d("tiny", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop)
+
+
+@register_model("cox3d_tiny")
+def cox3d_tiny(
+    *,
+    num_classes: int = 10,
+    dropout: float = 0.2,
+    temporal_window: int | None = None,
+    temporal_fill: str = "zeros",
+    crop: int | None = None,
+) -> CoX3D:
+    """CoX3D of ``x3d_tiny``: its weights and keys, one prediction per frame."""
+    return _cox3d(
+        "tiny", num_classes=num_classes, dropout=dropout, temporal_window=temporal_window,
+        temporal_fill=temporal_fill, crop=crop,
+    )  # fmt: skip

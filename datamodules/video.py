@@ -1,0 +1,406 @@
+"""Decoding (decord), temporal clip sampling and spatial transforms shared by the video datasets.
+
+Conventions: decoded frames are ``uint8 (T, H, W, C)``; a transformed clip is ``float32 (C, T, S, S)`` (the
+channels-first layout of DESIGN.md). Temporal sampling follows Co3D / SlowFast (specs/video.md A2):
+
+* a video is first resampled to ``target_fps`` by index arithmetic (frame ``i`` of the resampled video is
+  frame ``floor(i * fps / target_fps)`` of the file), so ``sampling_stride`` means the same time step for every
+  video whatever its frame rate;
+* a clip is ``frames_per_clip`` frames ``sampling_stride`` apart; training starts it at random, evaluation at
+  the centre (``start = max(L - span, 0) // 2``);
+* indices are clamped to the video, so a clip longer than the video repeats its last frame. The continual
+  protocols need this: their warm-up can be longer than a 10 s Kinetics video (CoX3D-L needs 73 frames at stride 5).
+
+Random choices draw from torch's global generator, which the DataLoader seeds per worker (and
+``pl.seed_everything(workers=True)`` makes reproducible).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import multiprocessing as mp
+import multiprocessing.context
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import decord
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
+
+__all__ = [
+    "NORMALISATIONS",
+    "README",
+    "SharedCounter",
+    "SkippingDataset",
+    "VideoDataModule",
+    "VideoDecodeError",
+    "VideoTransform",
+    "clip_indices",
+    "clip_start",
+    "read_video",
+    "require_dataset_dir",
+    "resample_indices",
+]
+
+log = logging.getLogger(__name__)
+
+#: Where the preparation steps of every dataset are written down (named by the missing-data errors).
+README = Path(__file__).with_name("README.md")
+
+#: (mean, std) per channel of clips in [0, 1].
+NORMALISATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
+    # X3D / SlowFast (Feichtenhofer et al.): the Co3D default
+    "feichtenhofer": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+}
+
+
+class VideoDecodeError(RuntimeError):
+    """A video (or frame) could not be read. ``SkippingDataset`` skips these and counts them; others propagate."""
+
+
+def require_dataset_dir(dataset_dir: Path, layout: str) -> None:
+    """Raise ``FileNotFoundError`` naming the path, the expected layout and the preparation steps."""
+    if not dataset_dir.is_dir():
+        raise FileNotFoundError(
+            f"Dataset folder {dataset_dir} does not exist. Expected {layout}. Prepare it as described in {README} "
+            "(or point data.root / DATA_DIR at the folder that holds it)."
+        )
+
+
+# --- temporal sampling -----------------------------------------------------------------------------
+
+
+def resample_indices(num_frames: int, fps: float, target_fps: float) -> np.ndarray:
+    """Indices into a ``num_frames``-frame video at ``fps`` that play it at ``target_fps``.
+
+    The resampled video lasts as long as the original (``floor(num_frames * target_fps / fps)`` frames, at least
+    one); a lower ``target_fps`` drops frames, a higher one repeats them. An unknown ``fps`` (0 or NaN, as
+    some containers report) is taken to be ``target_fps``.
+    """
+    if num_frames < 1:
+        raise ValueError(f"a video needs at least one frame, got {num_frames}")
+    if not (fps > 0 and math.isfinite(fps)):
+        fps = target_fps
+    length = max(int(num_frames * target_fps / fps + 1e-6), 1)
+    # + 1e-6: floor of a ratio that is integral in exact arithmetic must not fall one short in floating point
+    return np.minimum((np.arange(length) * (fps / target_fps) + 1e-6).astype(np.int64), num_frames - 1)
+
+
+def clip_start(num_frames: int, span: int, *, random: bool) -> int:
+    """First frame of a clip covering ``span`` frames: uniform in ``[0, max(num_frames - span, 0)]`` or the centre."""
+    last_start = max(num_frames - span, 0)
+    if random:
+        return int(torch.randint(last_start + 1, ()).item())
+    return last_start // 2
+
+
+def clip_indices(num_frames: int, frames_per_clip: int, stride: int, *, random: bool) -> np.ndarray:
+    """``frames_per_clip`` indices ``stride`` apart into a ``num_frames``-frame video, clamped to its last frame."""
+    if frames_per_clip < 1 or stride < 1:
+        raise ValueError(f"frames_per_clip and stride must be >= 1, got {frames_per_clip} and {stride}")
+    span = (frames_per_clip - 1) * stride + 1
+    start = clip_start(num_frames, span, random=random)
+    return np.minimum(start + stride * np.arange(frames_per_clip), num_frames - 1)
+
+
+# --- decoding --------------------------------------------------------------------------------------
+
+
+def read_video(path: str | Path, frames_per_clip: int, stride: int, *, target_fps: float, random: bool) -> Tensor:
+    """Decode one clip of ``path`` with decord: ``uint8 (frames_per_clip, H, W, 3)``.
+
+    Raises ``VideoDecodeError`` (naming the file) when decord cannot open or decode it.
+    """
+    try:
+        # one thread per reader: the DataLoader workers already decode in parallel
+        reader = decord.VideoReader(str(path), num_threads=1)
+        num_frames, fps = len(reader), reader.get_avg_fps()
+    except (decord.DECORDError, RuntimeError, OSError) as error:
+        raise VideoDecodeError(f"cannot open {path}: {error}") from error
+    if num_frames < 1:
+        raise VideoDecodeError(f"{path} has no frames")
+    resampled = resample_indices(num_frames, fps, target_fps)
+    indices = resampled[clip_indices(len(resampled), frames_per_clip, stride, random=random)]
+    # decode each frame once even when the clamped clip repeats it
+    unique, inverse = np.unique(indices, return_inverse=True)
+    try:
+        frames = reader.get_batch(unique.tolist()).asnumpy()
+    except (decord.DECORDError, RuntimeError, OSError) as error:
+        raise VideoDecodeError(f"cannot decode frames {unique.tolist()} of {path}: {error}") from error
+    return torch.from_numpy(frames[inverse])
+
+
+# --- spatial transforms ----------------------------------------------------------------------------
+
+
+class VideoTransform:
+    """``uint8 (T, H, W, C)`` → ``float32 (C, T, S, S)``: to [0, 1], short-side scale, crop ``S``, normalise.
+
+    Training scales the short side to a random integer in ``[S, scale_jitter * S]`` and crops at a random place;
+    evaluation scales it to exactly ``S`` and crops the centre (specs/video.md A2). The same scale and crop apply
+    to every frame of a clip. ``rand_augment`` adds RandAugment (2 ops, magnitude 7 of 10, as pytorchvideo's in
+    Co3D) to training clips, after scaling and before cropping.
+    """
+
+    def __init__(
+        self,
+        crop_size: int,
+        *,
+        train: bool,
+        scale_jitter: float = 1.25,
+        normalisation: str = "feichtenhofer",
+        rand_augment: bool = False,
+    ) -> None:
+        if normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {sorted(NORMALISATIONS)}, got {normalisation!r}")
+        if scale_jitter < 1:
+            raise ValueError(
+                f"scale_jitter must be >= 1 (the short side is scaled to [S, jitter * S]), got {scale_jitter}"
+            )
+        self.crop_size = crop_size
+        self.train = train
+        self.max_short_side = round(scale_jitter * crop_size) if train else crop_size
+        mean, std = NORMALISATIONS[normalisation]
+        self.mean = torch.tensor(mean).view(-1, 1, 1, 1)
+        self.std = torch.tensor(std).view(-1, 1, 1, 1)
+        self.rand_augment = None
+        if rand_augment and train:
+            from torchvision.transforms import v2
+
+            # magnitude 7 on 11 bins = pytorchvideo's 7 out of 10
+            self.rand_augment = v2.RandAugment(num_ops=2, magnitude=7, num_magnitude_bins=11)
+
+    def __call__(self, frames: Tensor) -> Tensor:
+        if frames.dim() != 4 or frames.shape[-1] != 3:
+            raise ValueError(f"expected uint8 frames (T, H, W, 3), got shape {tuple(frames.shape)}")
+        clip = frames.permute(0, 3, 1, 2).float().div_(255)  # (T, C, H, W): frames as an image batch
+        short_side = int(torch.randint(self.crop_size, self.max_short_side + 1, ()).item())
+        clip = short_side_scale(clip, short_side)
+        if self.rand_augment is not None:
+            clip = self.rand_augment(clip)  # a (T, C, H, W) tensor: one set of random ops for all frames
+        clip = crop(clip, self.crop_size, random=self.train)
+        clip = clip.permute(1, 0, 2, 3)  # (C, T, S, S)
+        return ((clip - self.mean) / self.std).contiguous()
+
+
+def short_side_scale(clip: Tensor, size: int) -> Tensor:
+    """Bilinear resize of ``(T, C, H, W)`` so that ``min(H, W) == size``, keeping the aspect ratio."""
+    height, width = clip.shape[-2:]
+    if min(height, width) == size:
+        return clip
+    if height <= width:
+        new_height, new_width = size, max(round(width * size / height), size)
+    else:
+        new_height, new_width = max(round(height * size / width), size), size
+    return F.interpolate(clip, size=(new_height, new_width), mode="bilinear", align_corners=False)
+
+
+def crop(clip: Tensor, size: int, *, random: bool) -> Tensor:
+    """A ``size x size`` crop of ``(..., H, W)``: at a uniform random place or the centre."""
+    height, width = clip.shape[-2:]
+    if height < size or width < size:
+        raise ValueError(f"cannot crop {size}x{size} from frames of {height}x{width}")
+    if random:
+        top = int(torch.randint(height - size + 1, ()).item())
+        left = int(torch.randint(width - size + 1, ()).item())
+    else:
+        top, left = (height - size) // 2, (width - size) // 2
+    return clip[..., top : top + size, left : left + size]
+
+
+# --- robust datasets -------------------------------------------------------------------------------
+
+
+class SharedCounter:
+    """An integer that DataLoader worker processes increment and the main process reads.
+
+    Backed by a ``multiprocessing.Value``, which reaches workers started by fork (inherited memory) or spawn /
+    forkserver (pickled at process creation, the one time a ``Value`` may be). It is made in the spawn context
+    because a lock made in the fork context refuses to be pickled for spawned workers. Copying it otherwise
+    (``pickle``, ``deepcopy``) gives a detached counter holding the current value, instead of raising.
+    """
+
+    def __init__(self, value: int = 0) -> None:
+        self._value = _shared_int(value)
+
+    @property
+    def value(self) -> int:
+        return int(self._value.value)
+
+    def increment(self) -> int:
+        with self._value.get_lock():
+            self._value.value += 1
+            return int(self._value.value)
+
+    def __getstate__(self) -> dict:
+        if multiprocessing.context.get_spawning_popen() is None:
+            return {"value": self.value}
+        return {"shared": self._value}
+
+    def __setstate__(self, state: dict) -> None:
+        self._value = state["shared"] if "shared" in state else _shared_int(state["value"])
+
+
+def _shared_int(value: int) -> Any:
+    return mp.get_context("spawn").Value("q", value)
+
+
+class SkippingDataset(Dataset):
+    """A dataset whose unreadable samples are skipped, logged and counted instead of crashing a long run.
+
+    Files that are missing when the dataset is built are dropped up front by the subclasses (``missing`` lists
+    them). Files that exist but cannot be decoded are found lazily: ``__getitem__`` catches the
+    ``VideoDecodeError`` of ``load``, logs it with the path, increments ``num_failed`` (shared with the DataLoader
+    workers) and returns another sample instead: a random one in training, the next one in evaluation (so that
+    evaluation stays deterministic). After ``max_retries`` consecutive failures it raises, naming the file it
+    started from. Other errors (bugs, bad arguments) propagate.
+    """
+
+    #: (set by subclasses) whether samples draw their clip at random, which also picks random substitutes
+    random: bool
+    max_retries: int = 10
+
+    def __init__(self) -> None:
+        self.missing: list[str] = []
+        self._failed = SharedCounter()
+        self._known_bad: set[int] = set()  # per worker process; only saves decoding a bad file twice
+
+    @property
+    def num_missing(self) -> int:
+        """Entries of the annotations whose file is absent (dropped when the dataset was built)."""
+        return len(self.missing)
+
+    @property
+    def num_failed(self) -> int:
+        """Decoding failures so far, summed over the DataLoader workers. Each worker process remembers its bad
+        files and skips them without a second warning, so a bad file counts at most once per worker process."""
+        return self._failed.value
+
+    @property
+    def num_skipped(self) -> int:
+        return self.num_missing + self.num_failed
+
+    @abstractmethod
+    def load(self, index: int) -> tuple[Tensor, Tensor | int]:
+        """The sample at ``index``; raises ``VideoDecodeError`` when its file is unreadable."""
+
+    @abstractmethod
+    def describe(self, index: int) -> str:
+        """The file (or folder) behind ``index``, for messages."""
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor | int]:
+        candidate, last_error = index, None
+        for attempt in range(self.max_retries + 1):
+            if candidate not in self._known_bad:
+                try:
+                    return self.load(candidate)
+                except VideoDecodeError as error:
+                    self._known_bad.add(candidate)
+                    count = self._failed.increment()
+                    log.warning(f"Skipping unreadable sample {candidate} ({error}); {count} skipped so far")
+                    last_error = error
+            candidate = self._substitute(index, attempt)
+        raise RuntimeError(
+            f"{self.max_retries + 1} samples in a row could not be read, starting at {self.describe(index)}; "
+            "check the files (datamodules/README.md)"
+        ) from last_error
+
+    def _substitute(self, index: int, attempt: int) -> int:
+        if self.random:
+            return int(torch.randint(len(self), ()).item())
+        return (index + attempt + 1) % len(self)
+
+
+def warn_missing(missing: Sequence[str], total: int, what: str) -> None:
+    """One warning that names how many annotated files are absent and a few of them."""
+    if missing:
+        examples = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
+        log.warning(f"{what}: {len(missing)} of {total} annotated videos are missing and skipped ({examples})")
+
+
+# --- datamodule ------------------------------------------------------------------------------------
+
+
+class VideoDataModule(pl.LightningDataModule):
+    """What the video datamodules share: clip geometry checks, lazily built splits, loaders, skip counts.
+
+    Subclasses implement ``_build(split)`` (one of ``train``, ``val``, ``test``) and set ``multi_label``.
+    ``clip_length`` is the training clip; ``eval_clip_length`` (default ``clip_length``) the val/test clip, e.g.
+    the warm-up plus predicted frames of a continual protocol. ``pin_memory`` defaults to whether CUDA is
+    available. ``channels``, ``height`` and ``width`` describe the
+    clips for configs that read them (the profiler's input shape) and must be 3 and ``crop_size``.
+    """
+
+    #: whether targets are multi-hot float vectors (multi-label, BCE) rather than class indices
+    multi_label: bool = False
+
+    def __init__(
+        self,
+        *,
+        clip_length: int,
+        eval_clip_length: int | None,
+        crop_size: int,
+        batch_size: int,
+        num_workers: int,
+        pin_memory: bool | None,
+        channels: int = 3,
+        height: int | None = None,
+        width: int | None = None,
+    ) -> None:
+        super().__init__()
+        if channels != 3 or (height or crop_size) != crop_size or (width or crop_size) != crop_size:
+            raise ValueError(
+                f"clips are RGB crop_size x crop_size = 3 x {crop_size} x {crop_size}; got channels={channels}, "
+                f"height={height}, width={width} (set crop_size instead)"
+            )
+        self.clip_length = clip_length
+        self.eval_clip_length = eval_clip_length or clip_length
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        # page-locked batches copy to a GPU faster; without one they only cost memory (and a warning)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else pin_memory
+        self.datasets: dict[str, SkippingDataset] = {}
+
+    @abstractmethod
+    def _build(self, split: str) -> SkippingDataset:
+        """The dataset of ``split`` (``train``, ``val`` or ``test``)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}
+        for split in needed.get(stage, ("train", "val", "test")):
+            if split not in self.datasets:
+                self.datasets[split] = self._build(split)
+
+    def skipped(self) -> dict[str, dict[str, int]]:
+        """Per split: annotated files missing from disk, and samples that failed to decode so far."""
+        return {s: {"missing": d.num_missing, "failed": d.num_failed} for s, d in self.datasets.items()}
+
+    def _loader(self, split: str) -> DataLoader:
+        dataset = self.datasets[split]
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=split == "train",
+            # a ragged last training batch may hold one clip, which BatchNorm cannot normalise
+            drop_last=split == "train" and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")

@@ -1,0 +1,101 @@
+"""Profile every model of the Continual 3D CNNs Kinetics table: ``python -m experiments.profile_table``
+(``make profile-cox3d``).
+
+Builds each model at the paper's input (clip models: one clip; continual models: one prediction after warm-up),
+measures params, GFLOPs (multiply-accumulates of the conv/matmul ops executed), peak memory and throughput with
+``modules.profiling.profile_model``, and writes ``paper/results/kinetics400_profile.csv`` (read by
+``paper/kinetics400.py``), with the published GFLOPs beside ours.
+
+    python -m experiments.profile_table [--device cpu|cuda] [--batch-size 1] [--repeats 5] [--only X3D-S,CoX3D-S_13]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from modules.nets import build
+from modules.profiling import profile_model
+
+ROOT = Path(__file__).resolve().parents[1]
+PUBLISHED = ROOT / "paper" / "results" / "kinetics400_published.csv"
+OUTPUT = ROOT / "paper" / "results" / "kinetics400_profile.csv"
+
+# paper row -> (registry name, mode, frames, crop, builder overrides)
+ROWS: dict[str, tuple[str, str, int, int, dict]] = {
+    "X3D-XS": ("x3d_xs", "clip", 4, 160, {}),
+    "X3D-S": ("x3d_s", "clip", 13, 160, {}),
+    "X3D-M": ("x3d_m", "clip", 16, 224, {}),
+    "X3D-L": ("x3d_l", "clip", 16, 312, {}),
+    "CoX3D-S_13": ("cox3d_s", "frame", 13, 160, {"temporal_window": 13}),
+    "CoX3D-S_64": ("cox3d_s", "frame", 13, 160, {"temporal_window": 64}),
+    "CoX3D-M_16": ("cox3d_m", "frame", 16, 224, {"temporal_window": 16}),
+    "CoX3D-M_64": ("cox3d_m", "frame", 16, 224, {"temporal_window": 64}),
+    "CoX3D-L_16": ("cox3d_l", "frame", 16, 312, {"temporal_window": 16}),
+    "CoX3D-L_64": ("cox3d_l", "frame", 16, 312, {"temporal_window": 64}),
+    "Slow-8x8-R50": ("slow_8x8_r50", "clip", 8, 256, {}),
+    "CoSlow_8": ("coslow_8x8_r50", "frame", 8, 256, {"temporal_window": 8}),
+    "CoSlow_64": ("coslow_8x8_r50", "frame", 8, 256, {"temporal_window": 64}),
+    "I3D-R50": ("i3d_8x8_r50", "clip", 8, 224, {}),
+    "CoI3D_8": ("coi3d_8x8_r50", "frame", 8, 224, {"temporal_window": 4}),
+    "CoI3D_64": ("coi3d_8x8_r50", "frame", 8, 224, {"temporal_window": 32}),
+    "R(2+1)D-18_8": ("r2plus1d_18", "clip", 8, 112, {}),
+    "R(2+1)D-18_16": ("r2plus1d_18", "clip", 16, 112, {}),
+}
+
+
+def _published_gflops() -> dict[str, float]:
+    with PUBLISHED.open() as f:
+        return {r["model"]: float(r["gflops"]) for r in csv.DictReader(f) if r["gflops"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated paper rows (default: all)")
+    parser.add_argument("--output", type=Path, default=OUTPUT)
+    args = parser.parse_args()
+    names = [n for n in args.only.split(",") if n] or list(ROWS)
+    unknown = sorted(set(names) - set(ROWS))
+    if unknown:
+        parser.error(f"unknown rows {unknown}; known: {list(ROWS)}")
+    published = _published_gflops()
+    rows = []
+    for name in tqdm(names, desc="profiling", unit="model"):
+        registry_name, mode, frames, crop, overrides = ROWS[name]
+        torch.manual_seed(0)
+        result = profile_model(
+            build(registry_name, **overrides), mode=mode, input_shape=(3, frames, crop, crop),
+            batch_size=args.batch_size, device=args.device, warmup=args.warmup, repeats=args.repeats,
+        )  # fmt: skip
+        rows.append({
+            "model": name, "registry_name": registry_name, "mode": mode, "frames": frames, "crop": crop,
+            "params_m": result["params"] / 1e6, "gflops": result["gflops_per_prediction"],
+            "gflops_published": published.get(name, ""),
+            "peak_memory_mb": result["peak_memory_bytes"] / 2**20,
+            "throughput": result["throughput_mean"], "throughput_std": result["throughput_std"],
+            "throughput_unit": "frames/s" if mode == "frame" else "clips/s",
+            "device": result["device_name"], "batch_size": args.batch_size, "torch": result["torch_version"],
+        })  # fmt: skip
+        row = rows[-1]
+        tqdm.write(
+            f"{name:<15} {row['params_m']:7.2f} M  {row['gflops']:8.3f} GFLOPs (paper {row['gflops_published']})  "
+            f"{row['throughput']:8.2f} {row['throughput_unit']}"
+        )
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with args.output.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    print(f"wrote {args.output}")
+
+
+if __name__ == "__main__":
+    main()
