@@ -39,7 +39,7 @@ NEEDS = {
     **{
         ("model", f"{m}_{s}"): ["data.height=32", "data.width=32"]
         for m in ("x3d", "cox3d")
-        for s in ("xs", "s", "m", "l")
+        for s in ("xs", "s", "m", "l", "tiny")
     },
 }
 

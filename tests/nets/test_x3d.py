@@ -51,7 +51,7 @@ def _randomize(net: nn.Module, seed: int = 0) -> nn.Module:
 
 # --- architecture -----------------------------------------------------------------------------------------------
 def test_sizes_give_the_published_inputs_depths_and_widths():
-    inputs = {n: (s.frames, s.crop, s.sampling_stride) for n, s in X3D_SIZES.items()}
+    inputs = {n: (s.frames, s.crop, s.sampling_stride) for n, s in X3D_SIZES.items() if n != "tiny"}
     assert inputs == {"xs": (4, 160, 12), "s": (13, 160, 6), "m": (16, 224, 5), "l": (16, 312, 5)}
     assert X3D_SIZES["s"].input_shape == (3, 13, 160, 160)
     assert [X3D_SIZES[n].depths for n in SIZES] == [(3, 5, 11, 7)] * 3 + [(5, 10, 25, 15)]
