@@ -142,9 +142,7 @@ X3D_SIZES: dict[str, X3DSize] = {
     "l": X3DSize("l", frames=16, crop=312, sampling_stride=5, depth_factor=5.0),
     # Not in the paper: a small X3D (blocks 1/1/3/2, half width, a 256-wide head) for CPU demos on small inputs
     # such as Moving Digits (8 consecutive frames of 32 x 32).
-    "tiny": X3DSize(
-        "tiny", frames=8, crop=32, sampling_stride=1, depth_factor=0.5, width_factor=1.0, head_width=256
-    ),
+    "tiny": X3DSize("tiny", frames=8, crop=32, sampling_stride=1, depth_factor=0.5, width_factor=1.0, head_width=256),
 }
 
 
@@ -744,9 +742,7 @@ for _fn, _n in ((cox3d_xs, "xs"), (cox3d_s, "s"), (cox3d_m, "m"), (cox3d_l, "l")
 
 
 @register_model("x3d_tiny")
-def x3d_tiny(
-    *, num_classes: int = 10, dropout: float = 0.2, frames: int | None = None, crop: int | None = None
-) -> X3D:
+def x3d_tiny(*, num_classes: int = 10, dropout: float = 0.2, frames: int | None = None, crop: int | None = None) -> X3D:
     """A small X3D (``X3D_SIZES["tiny"]``, 8 × 32²) for CPU demos; not a paper model."""
     return _x3d("tiny", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop)
 
