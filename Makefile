@@ -12,7 +12,7 @@ COX3D_kinetics400 := cox3d_s_kinetics400
 COX3D_moving_digits := cox3d_tiny_moving_digits
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-gpu lint format train-demo profile-demo demo train-cox3d eval-cox3d profile-cox3d bench-cox3d figures clean
+.PHONY: help install test test-all test-gpu lint format train-demo profile-demo data-moving-digits demo train-cox3d eval-cox3d profile-cox3d bench-cox3d figures clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -43,11 +43,20 @@ format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-train-demo: install ## train the tiny conv_stack on synthetic clips (~20 s) -> outputs/train/<date>/<time>/metrics.json
+train-data-moving-digits: install ## generate the Moving Digits mp4s ahead of time under $$DATA_DIR (default ./data) (~30 s)
+	$(PY) -c "from datamodules.moving_digits import MovingDigitsDataModule as M; M(root='$${DATA_DIR:-data}').prepare_data()"
+
+demo: install ## train the tiny conv_stack on synthetic clips (~20 s) -> outputs/train/<date>/<time>/metrics.json
 	$(PY) -m experiments.train experiment=conv_stack_synthetic $(ARGS)
 
-profile-demo: install ## profile co_conv_stack in clip and frame mode on CPU (~30 s) -> multirun/profile/<date>/<time>/{0,1}/profile.json
+profile-data-moving-digits: install ## generate the Moving Digits mp4s ahead of time under $$DATA_DIR (default ./data) (~30 s)
+	$(PY) -c "from datamodules.moving_digits import MovingDigitsDataModule as M; M(root='$${DATA_DIR:-data}').prepare_data()"
+
+demo: install ## profile co_conv_stack in clip and frame mode on CPU (~30 s) -> multirun/profile/<date>/<time>/{0,1}/profile.json
 	$(PY) -m experiments.profile -m model=co_conv_stack mode=clip,frame device=cpu $(ARGS)
+
+data-moving-digits: install ## generate the Moving Digits mp4s ahead of time under $$DATA_DIR (default ./data) (~30 s)
+	$(PY) -c "from datamodules.moving_digits import MovingDigitsDataModule as M; M(root='$${DATA_DIR:-data}').prepare_data()"
 
 demo: install ## Moving Digits end to end on CPU: train X3D-tiny, evaluate it as CoX3D-tiny (clip + frame), profile both (~6 min) -> outputs/demo/<date>/<time>/{results.csv,acc_vs_flops.png}
 	$(PY) -m experiments.demo $(ARGS)
