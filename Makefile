@@ -67,7 +67,7 @@ train-cox3d: install ## train CoX3D-S on Kinetics-400 (DATA=moving_digits: CoX3D
 eval-cox3d: install ## evaluate CoX3D under the frame protocol: ARGS="ckpt_path=<ckpt>" or ARGS="model.net.weights=<x3d_s.pyth>" (eval=transient|extended too)
 	$(PY) -m experiments.eval experiment=$(COX3D_$(DATA)) $(ARGS)
 
-profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinetics table row on CPU, batch 1 (~10 min) -> paper/results/kinetics400_profile.csv
+profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinetics table row on CPU, batch 1 (~3 min) -> paper/results/kinetics400_profile.csv
 	$(PY) -m experiments.profile_table $(ARGS)
 
 bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, CPU (+CUDA) (~3 min CPU) -> outputs/bench/.../bench.json

@@ -81,7 +81,9 @@ def main() -> None:
             "gflops_published": published.get(name, ""),
             "peak_memory_mb": result["peak_memory_bytes"] / 2**20,
             "throughput": result["throughput_mean"], "throughput_std": result["throughput_std"],
-            "throughput_unit": "frames/s" if mode == "frame" else "clips/s",
+            # continual rows: one prediction per `frames_per_prediction` frames (CoI3D: 2)
+            "throughput_unit": "predictions/s" if mode == "frame" else "clips/s",
+            "frames_per_prediction": result["steps_per_prediction"] if mode == "frame" else frames,
             "device": result["device_name"], "batch_size": args.batch_size, "torch": result["torch_version"],
         })  # fmt: skip
         row = rows[-1]

@@ -1,0 +1,27 @@
+"""The Kinetics profile table: every paper row maps to a registered model; one row profiled for real."""
+
+import csv
+import sys
+
+from experiments import profile_table
+from modules.nets import list_models
+
+
+def test_every_row_names_a_registered_model_and_a_published_value():
+    published = profile_table._published_gflops()
+    for row, (registry_name, mode, *_rest) in profile_table.ROWS.items():
+        assert registry_name in list_models()
+        assert mode in ("clip", "frame")
+        assert row in published, f"{row} is not a row of the published table"
+
+
+def test_one_row_is_profiled_into_the_csv(tmp_path, monkeypatch):
+    out = tmp_path / "profile.csv"
+    argv = ["profile_table", "--only", "CoX3D-S_13", "--repeats", "1", "--warmup", "0", "--output", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    profile_table.main()
+    (row,) = list(csv.DictReader(out.read_text().splitlines()))
+    assert row["model"] == "CoX3D-S_13" and row["throughput_unit"] == "predictions/s"
+    assert abs(float(row["params_m"]) - 3.79) < 0.01
+    # one CoX3D-S step is the X3D-S clip's 1.96 GMACs over its 13 frames (see tests/nets/test_x3d.py)
+    assert abs(float(row["gflops"]) - 1.963 / 13) < 0.005
