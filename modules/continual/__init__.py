@@ -5,7 +5,17 @@ See ``base.py`` for the step protocol. Imports torch only.
 
 from .attention import RetroactiveMultiheadAttention, SingleOutputMultiheadAttention
 from .base import CoModule, StatefulModule, call_mode, set_temporal_fill, set_temporal_window
-from .container import Broadcast, BroadcastReduce, Conditional, Lambda, Parallel, Reduce, Residual, Sequential
+from .container import (
+    Broadcast,
+    BroadcastReduce,
+    Conditional,
+    ContainerModule,
+    Lambda,
+    Parallel,
+    Reduce,
+    Residual,
+    Sequential,
+)
 from .conv import Conv1d, Conv2d, Conv3d
 from .convert import UnsupportedModuleError, continual, register
 from .delay import Delay, Skip
@@ -39,6 +49,7 @@ __all__ = [
     "BroadcastReduce",
     "CoModule",
     "Conditional",
+    "ContainerModule",
     "Conv1d",
     "Conv2d",
     "Conv3d",

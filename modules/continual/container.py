@@ -22,7 +22,17 @@ from .base import CoModule, stack_steps
 from .convert import continual, register
 from .delay import Delay, Skip
 
-__all__ = ["Broadcast", "BroadcastReduce", "Conditional", "Lambda", "Parallel", "Reduce", "Residual", "Sequential"]
+__all__ = [
+    "Broadcast",
+    "BroadcastReduce",
+    "Conditional",
+    "ContainerModule",
+    "Lambda",
+    "Parallel",
+    "Reduce",
+    "Residual",
+    "Sequential",
+]
 
 Stream = Tensor | list[Tensor]
 
@@ -35,8 +45,11 @@ def _tstride(module: nn.Module) -> int:
     return module.stride[0]
 
 
-class _Container(CoModule):
-    """State of a container is the list of its children's states."""
+class ContainerModule(CoModule):
+    """A continual module made of continual children: its state is the list of their states (``_stateful``, by
+    default every continual child in order). Hand-written blocks (e.g. a residual block with named branches)
+    subclass it and get ``get_state``/``set_state``/``clean_state`` and ``_snapshot_call`` for ``update_state``.
+    """
 
     def get_state(self) -> list[Any]:
         return [m.get_state() for m in self._stateful()]
@@ -56,7 +69,7 @@ class _Container(CoModule):
             m.clean_state()
 
     def _stateful(self) -> list[nn.Module]:
-        return list(self.children())  # type: ignore[attr-defined]
+        return [m for m in self.children() if isinstance(m, CoModule)]  # type: ignore[attr-defined]
 
     def _snapshot_call(self, fn: Callable[[], Any], update_state: bool) -> Any:
         if update_state:
@@ -68,7 +81,7 @@ class _Container(CoModule):
             self.set_state(saved)
 
 
-class Sequential(_Container, nn.Sequential):
+class Sequential(ContainerModule, nn.Sequential):
     """``nn.Sequential`` whose children are converted to continual modules (same keys as the nn version)."""
 
     def __init__(self, *args: Any) -> None:
@@ -138,7 +151,7 @@ class Sequential(_Container, nn.Sequential):
         return cls(OrderedDict((name, continual(m, **kwargs)) for name, m in module.named_children()))
 
 
-class Broadcast(_Container, nn.Module):
+class Broadcast(ContainerModule, nn.Module):
     """Copy one stream into ``num_streams`` streams."""
 
     def __init__(self, num_streams: int) -> None:
@@ -183,7 +196,7 @@ def _check_lengths(clips: Sequence[Tensor], owner: str) -> None:
         )
 
 
-class Reduce(_Container, nn.Module):
+class Reduce(ContainerModule, nn.Module):
     """Reduce a list of streams to one: ``sum``, ``mul``, ``max``, ``concat`` (channels) or a callable."""
 
     def __init__(self, reduce: str | Callable[[list[Tensor]], Tensor] = "sum") -> None:
@@ -209,7 +222,7 @@ class Reduce(_Container, nn.Module):
         return repr(self.reduce_name)
 
 
-class _Branches(_Container, nn.Module):
+class _Branches(ContainerModule, nn.Module):
     """Branches plus the parameter-free ``Delay`` modules that align them (kept out of the state_dict keys)."""
 
     def _init_branches(self, modules: tuple[Any, ...], auto_delay: bool) -> None:
@@ -372,7 +385,7 @@ def _residual_branch(module: nn.Module, residual_shrink: bool | str, temporal_fi
     return Sequential(*skip, Delay(delay - offset, temporal_fill, shrink=excess - offset))
 
 
-class Lambda(_Container, nn.Module):
+class Lambda(ContainerModule, nn.Module):
     """A stateless function as a module. ``takes_time=False``: ``fn`` maps a step (or each frame of a clip);
     ``takes_time=True``: ``fn`` maps a clip and is given steps as one-frame clips.
     """
@@ -401,7 +414,7 @@ class Lambda(_Container, nn.Module):
         return f"{getattr(self.fn, '__name__', repr(self.fn))}, takes_time={self.takes_time}"
 
 
-class Conditional(_Container, nn.Module):
+class Conditional(ContainerModule, nn.Module):
     """Run ``on_true`` when ``predicate(self, x)`` holds, else ``on_false`` (the identity when None).
 
     Both branches emit at the same step: the faster one is followed by a ``Delay``. Only the chosen branch

@@ -24,7 +24,7 @@ Checkpoint converters (SlowFast ``.pyth``, pytorchvideo hub, Caffe2 ``.pkl``) li
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -130,7 +130,7 @@ class ResBlock(nn.Module):
         return self.relu(self._shortcut(x) + self.branch2(x))
 
 
-class CoResBlock(co.CoModule, ResBlock):
+class CoResBlock(co.ContainerModule, ResBlock):
     """Continual ``ResBlock``: same modules and keys; the shortcut is delayed by ``branch2.delay`` steps so that
     it meets the output of the same frame (the bottleneck's temporal padding is "same", so clip lengths match).
 
@@ -178,32 +178,6 @@ class CoResBlock(co.CoModule, ResBlock):
         shortcut = [self.branch1] if self.has_projection else []
         return [*shortcut, self.branch2, self._aligner[0]]
 
-    def get_state(self) -> list[Any]:
-        return [m.get_state() for m in self._stateful()]
-
-    def set_state(self, state: Any) -> None:
-        if state is None:
-            self.clean_state()
-            return
-        modules = self._stateful()
-        if len(state) != len(modules):
-            raise ValueError(f"CoResBlock.set_state expects {len(modules)} child states, got {len(state)}")
-        for m, s in zip(modules, state):
-            m.set_state(s)
-
-    def clean_state(self) -> None:
-        for m in self._stateful():
-            m.clean_state()
-
-    def _peek(self, fn: Callable[[], Any], update_state: bool) -> Any:
-        if update_state:
-            return fn()
-        saved = self.get_state()
-        try:
-            return fn()
-        finally:
-            self.set_state(saved)
-
     # --- stepping --------------------------------------------------------------------------------------
     def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
         def run() -> Tensor | None:
@@ -215,7 +189,7 @@ class CoResBlock(co.CoModule, ResBlock):
                 return None
             return self.relu.forward_step(out + residual)
 
-        return self._peek(run, update_state)
+        return self._snapshot_call(run, update_state)
 
     def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
         def run() -> Tensor | None:
@@ -229,7 +203,7 @@ class CoResBlock(co.CoModule, ResBlock):
                 return None
             return self.relu.forward_steps(out + residual)
 
-        return self._peek(run, update_state)
+        return self._snapshot_call(run, update_state)
 
 
 def _flatten_step(x: Tensor) -> Tensor:

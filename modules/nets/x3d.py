@@ -224,37 +224,8 @@ class _Output(nn.Module):
 
 
 # --- building blocks: continual -------------------------------------------------------------------------------
-class _CoParent(co.CoModule):
-    """State of a hand-written continual module: the states of its continual children, in order."""
-
-    def _stateful(self) -> list[nn.Module]:
-        return [m for m in self.children() if isinstance(m, co.CoModule)]  # type: ignore[attr-defined]
-
-    def get_state(self) -> list[Any]:
-        return [m.get_state() for m in self._stateful()]
-
-    def set_state(self, state: Any) -> None:
-        if state is None:
-            self.clean_state()
-            return
-        modules = self._stateful()
-        if len(state) != len(modules):
-            raise ValueError(f"{type(self).__name__}.set_state expects {len(modules)} child states, got {len(state)}")
-        for m, s in zip(modules, state):
-            m.set_state(s)
-
-    def clean_state(self) -> None:
-        for m in self._stateful():
-            m.clean_state()
-
-    def _peek(self, fn: Any, update_state: bool) -> Any:
-        if update_state:
-            return fn()
-        saved = self.get_state()
-        try:
-            return fn()
-        finally:
-            self.set_state(saved)
+# Hand-written continual blocks keep their children's states in order (modules.continual.ContainerModule).
+_CoParent = co.ContainerModule
 
 
 class CoSqueezeExcitation(co.CoModule, SqueezeExcitation):
@@ -318,7 +289,7 @@ class CoResBlock(_CoParent, ResBlock):
                 return None
             return self.relu.forward_step(shortcut + residual)
 
-        return self._peek(run, update_state)
+        return self._snapshot_call(run, update_state)
 
     def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
         def run() -> Tensor | None:
@@ -331,7 +302,7 @@ class CoResBlock(_CoParent, ResBlock):
                 return None
             return self.relu.forward_steps(shortcut + residual)
 
-        return self._peek(run, update_state)
+        return self._snapshot_call(run, update_state)
 
 
 class WindowAvgPool3d(co.AvgPool3d):
