@@ -2,8 +2,11 @@
 
 import pandas as pd
 import pytest
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 
 from experiments.demo import demo
+from tests.conftest import CONFIGS
 
 
 @pytest.mark.slow
@@ -15,7 +18,9 @@ def test_demo_chain_writes_results_and_figure(compose_cfg, tmp_path):
     quoted = ",".join(f'"{s}"' for s in shrink)
     stages = ['profile_overrides=["repeats=2","warmup=1"]', 'train_overrides=["callbacks.progress_bar.refresh_rate=0"]']
     cfg = compose_cfg("demo.yaml", [f"overrides=[{quoted}]", *stages])
-    table = demo(cfg)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):  # as hydra.main does for the demo
+        table = demo(cfg)
     assert list(table["protocol"]) == ["clip", "frame"]
     assert table["gflops"].iloc[0] > 5 * table["gflops"].iloc[1]  # one frame of the twin vs a whole clip
     saved = pd.read_csv(tmp_path / "run" / "results.csv")
