@@ -43,22 +43,16 @@ format: install ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-train-data-moving-digits: install ## generate the Moving Digits mp4s ahead of time under $$DATA_DIR (default ./data) (~30 s)
-	$(PY) -c "from datamodules.moving_digits import MovingDigitsDataModule as M; M(root='$${DATA_DIR:-data}').prepare_data()"
-
-demo: install ## train the tiny conv_stack on synthetic clips (~20 s) -> outputs/train/<date>/<time>/metrics.json
+train-demo: install ## train the tiny conv_stack on synthetic clips (~20 s) -> outputs/train/<date>/<time>/metrics.json
 	$(PY) -m experiments.train experiment=conv_stack_synthetic $(ARGS)
 
-profile-data-moving-digits: install ## generate the Moving Digits mp4s ahead of time under $$DATA_DIR (default ./data) (~30 s)
-	$(PY) -c "from datamodules.moving_digits import MovingDigitsDataModule as M; M(root='$${DATA_DIR:-data}').prepare_data()"
-
-demo: install ## profile co_conv_stack in clip and frame mode on CPU (~30 s) -> multirun/profile/<date>/<time>/{0,1}/profile.json
+profile-demo: install ## profile co_conv_stack in clip and frame mode on CPU (~30 s) -> multirun/profile/<date>/<time>/{0,1}/profile.json
 	$(PY) -m experiments.profile -m model=co_conv_stack mode=clip,frame device=cpu $(ARGS)
 
-data-moving-digits: install ## generate the Moving Digits mp4s ahead of time under $$DATA_DIR (default ./data) (~30 s)
+data-moving-digits: install ## generate the Moving Digits mp4s ahead of time under DATA_DIR (default ./data) (~30 s)
 	$(PY) -c "from datamodules.moving_digits import MovingDigitsDataModule as M; M(root='$${DATA_DIR:-data}').prepare_data()"
 
-demo: install ## Moving Digits end to end on CPU: train X3D-tiny, evaluate it as CoX3D-tiny (clip + frame), profile both (~6 min) -> outputs/demo/<date>/<time>/{results.csv,acc_vs_flops.png}
+demo: install ## Moving Digits end to end on CPU: train X3D-tiny, evaluate it as CoX3D-tiny (clip + frame), profile both (~5 min) -> outputs/demo/<date>/<time>/{results.csv,acc_vs_flops.png}
 	$(PY) -m experiments.demo $(ARGS)
 
 train-cox3d: install ## train CoX3D-S on Kinetics-400 (DATA=moving_digits: CoX3D-tiny on Moving Digits); ARGS pass through -> outputs/train/...
