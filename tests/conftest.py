@@ -42,6 +42,18 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for tests of tiny tensors: on a shared 2-core machine OpenMP contention made each op up
+    to 30x slower. Use with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     """Compose ``<name>.yaml`` with overrides as ``hydra.main`` would, writing into ``tmp_path/<subdir>``."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import pytest
 import torch
@@ -24,14 +23,8 @@ CLASSES = [RetroactiveMultiheadAttention, SingleOutputMultiheadAttention]
 AttentionClass = type[RetroactiveMultiheadAttention] | type[SingleOutputMultiheadAttention]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These tensors are tiny: one intra-op thread avoids OpenMP contention on a shared 2-core machine, which
-    made each op up to 30x slower there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread (tests/conftest.py) avoids OpenMP contention on 2 shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _nn_mha(dtype: torch.dtype = torch.float32, batch_first: bool = True, bias: bool = True) -> nn.MultiheadAttention:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 import torch
 from torch import Tensor, nn
@@ -18,14 +16,8 @@ from .helpers import assert_peek_does_not_advance
 E, H, FF, N = 8, 2, 16, 4  # d_model, heads, feed-forward width, window
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """These tensors are tiny: one intra-op thread avoids OpenMP contention on a shared 2-core machine, which
-    made each op up to 30x slower there."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread (tests/conftest.py) avoids OpenMP contention on 2 shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _nn_encoder(

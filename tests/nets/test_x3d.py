@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,14 +19,8 @@ SIZES = ["xs", "s", "m", "l"]
 SMALL_CROP = 64  # 2×2 positions before the head pool: cheap, and the spatial pool still pools
 
 
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """A step's tensors are tiny: one intra-op thread avoids OpenMP contention on a shared 2-core machine (each
-    op of a CoX3D step ran ~100x slower with 2 threads there)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+# tiny tensors: one intra-op thread (tests/conftest.py) avoids OpenMP contention on 2 shared cores
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomize(net: nn.Module, seed: int = 0) -> nn.Module:
