@@ -5,6 +5,8 @@ Importing this package registers every model: add the import of a new architectu
 
 from . import (
     conv_stack,  # noqa: F401  (registers conv_stack, co_conv_stack)
+    image_nets,  # noqa: F401  (registers vgg16, vit_b16)
+    resnet2d,  # noqa: F401  (registers resnet18/50[_cifar], resnet_tiny)
     resnet3d,  # noqa: F401
     x3d,  # noqa: F401
 )
