@@ -1,0 +1,413 @@
+"""Structured Pruning Adapters (Hedegaard et al., arXiv 2211.10155): Table 1 and Fig. 6 from the sweep's CSVs.
+
+Two commands (spec ``specs/spa.md`` §4.1 for what a run logs, §4.3 for the table and the figure):
+
+    python paper/spa.py collect <sweep_dir> [--out paper/results/spa_runs_<dataset>.csv]
+    python paper/spa.py [--results-dir paper/results] [--figures-dir paper/figures]     # or: make figures
+
+``collect`` concatenates every ``spa_results.csv`` under a sweep directory (one row per density of one run) into
+``results/spa_runs_<dataset>.csv``. The second command turns each ``spa_runs_<dataset>.csv`` into Table 1
+(``results/spa_table1_<dataset>.csv`` and ``.md``: criterion x learning method at 100/30/10 % density, mean ± std
+over seeds, Δacc and the ΔParams ratio against fine-pruning) and Fig. 6 (``figures/spa_<dataset>.png``: accuracy
+vs learned parameters and vs FLOPs, one column per criterion, the published points beside ours), and always
+writes the published Table 1 (``results/spa_table1_published.md`` from ``results/spa_published.csv``).
+Reads CSVs only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.lines import Line2D
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+FIGURES = HERE / "figures"
+PUBLISHED = RESULTS / "spa_published.csv"
+
+#: Columns of the sweep's per-run CSV: one row per density (step 0 = unpruned, then one row per pruning step).
+COLUMNS = ["arch", "dataset", "criterion", "method", "rank", "init_range", "seed", "mask_mode", "coupling", "step",
+           "density", "acc_pre_recovery", "acc", "loss", "delta_params_legacy", "delta_params_exact",
+           "flops_legacy", "flops_exact", "fused_params", "exported_params"]  # fmt: skip
+#: What identifies one run (a prune-recover schedule); ``step`` then identifies a row within it.
+RUN_KEY = ["arch", "dataset", "criterion", "method", "rank", "init_range", "seed", "mask_mode", "coupling"]
+#: What identifies one table row / figure series within a criterion: everything but the seed.
+SERIES_KEY = ["arch", "method", "rank", "init_range", "mask_mode", "coupling"]
+CRITERIA = {"weight": "Weight", "grad": "Gradient", "taylor": "Taylor", "lrp": "LRP"}  # Fig. 6 column order
+METHODS = ("finetune", "splora", "sppara")
+MASK_MODES = ("legacy", "enforced")
+COUPLINGS = ("none", "group")
+PUBLISHED_SETTING = ("legacy", "none")  # mask_mode, coupling of the arXiv runs (spec §1.6, §7)
+TARGETS = (1.0, 0.3, 0.1)  # Table 1 densities
+#: A run whose nearest density is further than one pruning step (5 % of filters, spec §2.1) from a target has not
+#: reached it (stopped early); it is left out of that row with a printed note rather than reported at 45 %.
+TOLERANCE = 0.05
+DATASETS = {"cifar10": "CIFAR-10", "flowers102": "Flowers102", "catsdogs": "Cats&Dogs"}  # published in Table 1
+COLORS = {"Fine-pruning": "tab:blue", "SPLoRA r32": "tab:orange", "SPLoRA r8": "tab:green", "SPPaRA": "tab:red"}
+SPARE_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+MARKERS = ("o", "^", "s", "D", "v", "P", "X")  # one per variant suffix; the published setting gets "o"
+#: Quantities averaged over seeds: (run column, table column, divisor to the table's unit).
+QUANTITIES = [("acc", "acc", 1.0), ("delta_params_legacy", "delta_params_legacy_k", 1e3),
+              ("delta_params_exact", "delta_params_exact_k", 1e3), ("flops_legacy", "flops_legacy_m", 1e6),
+              ("flops_exact", "flops_exact_m", 1e6)]  # fmt: skip
+
+
+class SpaInputError(ValueError):
+    """A per-run or published CSV that cannot be used as it is; the message names the file and the fix."""
+
+
+def _read(path: Path) -> pd.DataFrame:
+    # "none" / "NA" are labels here, not missing values; only empty cells are missing
+    return pd.read_csv(path, keep_default_na=False, na_values=[""])
+
+
+def read_runs(path: Path) -> pd.DataFrame:
+    """Read one per-run CSV (the sweep's ``spa_results.csv`` or a collected ``spa_runs_*.csv``) and check it."""
+    frame = _read(path)
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise SpaInputError(f"{path}: missing columns {missing}; the SPA sweep writes {COLUMNS}")
+    for column, allowed in [("criterion", tuple(CRITERIA)), ("method", METHODS), ("mask_mode", MASK_MODES),
+                            ("coupling", COUPLINGS)]:  # fmt: skip
+        bad = sorted(set(frame[column].astype(str)) - set(allowed))
+        if bad:
+            raise SpaInputError(f"{path}: column {column!r} has {bad}; expected one of {list(allowed)}")
+    # an adapter-free run has no init range; 0 keeps it a groupable key instead of a NaN that groupby would drop
+    frame["init_range"] = frame["init_range"].fillna(0.0)
+    return frame
+
+
+def method_label(method: str, rank: int) -> str:
+    """The paper's name of a learning method: "Fine-pruning", "SPLoRA r32", "SPPaRA"."""
+    return {"finetune": "Fine-pruning", "sppara": "SPPaRA"}.get(method, f"SPLoRA r{int(rank)}")
+
+
+def series_labels(runs: pd.DataFrame) -> pd.Series:
+    """Label each row's learning method, with a suffix for whatever sets it apart from the published runs.
+
+    The suffix names the mask mode / coupling when they differ from the arXiv setting (legacy, none), the arch when
+    the file holds several, and the init range when one method was run with several."""
+    several_archs = runs["arch"].nunique() > 1
+    init_ranges = runs.groupby(["method", "rank"])["init_range"].nunique()
+
+    def label(row: pd.Series) -> str:
+        extra = [str(row["arch"])] if several_archs else []
+        if init_ranges[(row["method"], row["rank"])] > 1:
+            extra.append(f"init {row['init_range']:g}")
+        extra += [str(row[c]) for c, default in zip(("mask_mode", "coupling"), PUBLISHED_SETTING) if row[c] != default]
+        base = method_label(row["method"], row["rank"])
+        return f"{base} ({', '.join(extra)})" if extra else base
+
+    return runs.apply(label, axis=1) if len(runs) else pd.Series([], dtype=str)
+
+
+def collect(sweep_dir: Path, out: Path | None = None, results_dir: Path = RESULTS) -> list[Path]:
+    """Concatenate every ``spa_results.csv`` under ``sweep_dir`` into tidy per-dataset CSVs; return their paths.
+
+    Without ``out`` each dataset goes to ``results_dir/spa_runs_<dataset>.csv``; with it, everything goes there."""
+    files = sorted(Path(sweep_dir).rglob("spa_results.csv"))
+    if not files:
+        raise FileNotFoundError(f"no spa_results.csv under {sweep_dir}: point collect at the SPA sweep's output dir")
+    runs = pd.concat([read_runs(f).assign(_file=str(f)) for f in files], ignore_index=True)
+    dupes = runs[runs.duplicated([*RUN_KEY, "step"], keep=False)]
+    if len(dupes):  # the same run twice (a rerun beside the old output) would be averaged as two seeds
+        first = dupes.iloc[0]
+        raise SpaInputError(f"run {first[RUN_KEY].to_dict()} step {first['step']} appears in several files: "
+                         f"{sorted(set(dupes['_file']))}; delete the stale copy")  # fmt: skip
+    extra = [c for c in runs.columns if c not in COLUMNS and c != "_file"]
+    runs = runs[COLUMNS + extra].sort_values([*RUN_KEY, "step"], ignore_index=True)
+    parts = {out: runs} if out else {results_dir / f"spa_runs_{d}.csv": g for d, g in runs.groupby("dataset")}
+    for path, part in parts.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        part.to_csv(path, index=False)
+        n_runs = len(part.groupby(RUN_KEY, dropna=False))
+        print(f"wrote {path} ({n_runs} runs, {len(part)} rows, from {len(files)} spa_results.csv under {sweep_dir})")
+    return list(parts)
+
+
+def select_steps(runs: pd.DataFrame, targets: Sequence[float] = TARGETS) -> tuple[pd.DataFrame, list[str]]:
+    """Per run and target density, the row of the step whose density is nearest (spec §4.1: the value reported for
+    a density is the one before the next pruning step, which is the ``acc`` the sweep logs for that step).
+
+    Returns the picked rows (with ``target_density``) and a note per target that some run did not reach."""
+    picked, notes = [], []
+    for target in targets:
+        gap = (runs["density"] - target).abs()
+        # idxmin keeps the first of a tie, i.e. the earlier step with the larger density
+        nearest = gap.groupby([runs[c] for c in RUN_KEY], dropna=False).idxmin()
+        reached = nearest[gap[nearest].to_numpy() <= TOLERANCE]
+        if len(reached) < len(nearest):
+            short = runs.loc[nearest[gap[nearest].to_numpy() > TOLERANCE], "density"]
+            nearest_text = ", ".join(f"{d:.0%}" for d in sorted(set(short)))
+            notes.append(f"{len(nearest) - len(reached)} run(s) never reach density {target:.0%} (nearest "
+                         f"{nearest_text}); left out of the {target:.0%} rows")  # fmt: skip
+        picked.append(runs.loc[reached.to_numpy()].assign(target_density=target))
+    return pd.concat(picked, ignore_index=True), notes
+
+
+def table1(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """Table 1 of the paper for our runs: one row per (criterion, learning method, target density).
+
+    Mean ± std (ddof 1) over seeds of acc (%), ΔParams (K, legacy and exact) and FLOPs (M MACs, legacy and exact),
+    and the paper's annotations against fine-pruning at the same criterion, density and mask/coupling setting:
+    ``d_acc`` (points) and ``params_ratio_*`` (fine-pruning's ΔParams / this row's; the paper's "↓14.3×"). The
+    100 % rows pool every criterion (criterion "none"): they precede pruning."""
+    runs = runs.assign(label=series_labels(runs))
+    picks, notes = select_steps(runs)
+    picks.loc[picks["target_density"] == 1.0, "criterion"] = "none"
+    keys = ["arch", "criterion", "target_density", *SERIES_KEY[1:], "label"]
+    grouped = picks.groupby(keys, dropna=False, sort=False)
+    table = grouped.agg(density=("density", "mean"), n=("seed", "size"),
+                        seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))))  # fmt: skip
+    for column, name, unit in QUANTITIES:
+        scaled = picks[column] / unit
+        table[f"{name}_mean"] = scaled.groupby([picks[k] for k in keys], dropna=False, sort=False).mean()
+        table[f"{name}_std"] = scaled.groupby([picks[k] for k in keys], dropna=False, sort=False).std()
+    table = table.reset_index()
+    ref_key = ["arch", "criterion", "target_density", "mask_mode", "coupling"]
+    ref_cols = ["acc_mean", "delta_params_legacy_k_mean", "delta_params_exact_k_mean"]
+    ref = table[table["method"] == "finetune"].groupby(ref_key, dropna=False)[ref_cols].mean()
+    ref = table[ref_key].merge(ref.reset_index(), on=ref_key, how="left")
+    is_ref = (table["method"] == "finetune").to_numpy()
+    table["d_acc"] = (table["acc_mean"] - ref["acc_mean"]).where(~is_ref)
+    for count in ("legacy", "exact"):
+        ratio = ref[f"delta_params_{count}_k_mean"] / table[f"delta_params_{count}_k_mean"]
+        table[f"params_ratio_{count}"] = ratio.where(~is_ref)
+    return _paper_order(table), notes
+
+
+def _method_rank(frame: pd.DataFrame) -> pd.Series:
+    # the paper's row order: fine-pruning, SPLoRA by falling rank, then SPPaRA
+    order = frame["method"].map({"finetune": 0, "splora": 1, "sppara": 2})
+    return order * 1e4 - frame["rank"].where(frame["method"] == "splora", 0)
+
+
+def _paper_order(table: pd.DataFrame) -> pd.DataFrame:
+    """Unpruned rows first, then criterion (Fig. 6 order) > learning method > variant > density falling."""
+    published = (table["mask_mode"] == PUBLISHED_SETTING[0]) & (table["coupling"] == PUBLISHED_SETTING[1])
+    order = table.assign(
+        _crit=table["criterion"].map({"none": -1, **{c: i for i, c in enumerate(CRITERIA)}}),
+        _method=_method_rank(table),
+        _variant=~published,
+        _dens=-table["target_density"],
+    )
+    order = order.sort_values(["arch", "_crit", "_method", "_variant", "label", "_dens"], kind="stable")
+    return order.drop(columns=["_crit", "_method", "_variant", "_dens"]).reset_index(drop=True)
+
+
+def _pm(mean: float, std: float, digits: int, thousands: bool = False) -> str:
+    """ "96.38 ± 0.12"; only the mean when there is a single seed (std undefined)."""
+    if pd.isna(mean):
+        return "–"
+    spec = f",.{digits}f" if thousands else f".{digits}f"
+    return f"{mean:{spec}}" if pd.isna(std) else f"{mean:{spec}} ± {std:{spec}}"
+
+
+def ratio_text(ratio: float) -> str:
+    """The paper's ΔParams annotation: "↓14.3×" (fewer learned parameters than fine-pruning), "↑1.2×" (more)."""
+    if pd.isna(ratio):
+        return ""
+    return f"↓{ratio:.1f}×" if ratio >= 1 else f"↑{1 / ratio:.1f}×"
+
+
+def _delta_text(delta: float) -> str:
+    return "" if pd.isna(delta) else f"{delta:+.2f}"
+
+
+def _criterion_text(criterion: str) -> str:
+    return "Unpruned" if criterion == "none" else CRITERIA[criterion]
+
+
+def table1_markdown(table: pd.DataFrame, dataset: str) -> str:
+    """Table 1 as markdown: the annotations beside the accuracy and each ΔParams count, as in the paper."""
+    lines = [f"# Table 1, ours: {DATASETS.get(dataset, dataset)}", "",
+             "Mean ± std over seeds (n) at the step nearest each density (actual density shown). Δacc (points) and "
+             "ΔParams ratio are against fine-pruning at the same criterion, density and mask/coupling setting. "
+             "ΔParams in K, FLOPs in M multiply-accumulates; legacy = the paper's counters, exact = spec §1.7/§4.2.",
+             "",
+             "| Arch | Pruning | Learning method | Density | n | Acc (%) | Δacc | ΔParams legacy (K) | ratio | "
+             "ΔParams exact (K) | ratio | FLOPs legacy (M) | FLOPs exact (M) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for _, row in table.iterrows():
+        cells = [row["arch"], _criterion_text(row["criterion"]), row["label"], f"{row['density']:.1%}", row["n"],
+                 _pm(row["acc_mean"], row["acc_std"], 2), _delta_text(row["d_acc"]),
+                 _pm(row["delta_params_legacy_k_mean"], row["delta_params_legacy_k_std"], 1, True),
+                 ratio_text(row["params_ratio_legacy"]),
+                 _pm(row["delta_params_exact_k_mean"], row["delta_params_exact_k_std"], 1, True),
+                 ratio_text(row["params_ratio_exact"]),
+                 _pm(row["flops_legacy_m_mean"], row["flops_legacy_m_std"], 1, True),
+                 _pm(row["flops_exact_m_mean"], row["flops_exact_m_std"], 1, True)]  # fmt: skip
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def read_published(path: Path = PUBLISHED) -> pd.DataFrame:
+    """The published Table 1 in long format (one row per value of accuracy); see ``results/spa_published.csv``."""
+    published = _read(path)
+    published["label"] = [method_label(m, r) for m, r in zip(published["method"], published["rank"])]
+    return published
+
+
+def published_markdown(published: pd.DataFrame) -> str:
+    """The published Table 1 (arXiv 2211.10155; spec §4.3) with its annotations recomputed from the values."""
+    # pivot, not pivot_table: it keeps the one missing value ("–", LRP FP 10 % Cats&Dogs) without a cartesian product
+    wide = published.pivot(index=["criterion", "method", "rank", "label", "density"], columns="dataset", values="acc")
+    wide = wide.reset_index()
+    # first() skips empty cells: FLOPs were published once per row, for CIFAR-10, and ΔParams once per row
+    firsts = published.groupby(["criterion", "method", "rank", "density"])[["delta_params_k", "flops_m"]].first()
+    wide = wide.merge(firsts.reset_index(), on=["criterion", "method", "rank", "density"])
+    ref = wide[wide["method"] == "finetune"].set_index(["criterion", "density"]).to_dict("index")
+    datasets = [d for d in DATASETS if d in wide.columns]
+    lines = [f"# Table 1, published: ResNet-50 ({published['source'].iloc[0]})", "",
+             "Means over 3 seeds (LRP FP 10 %: n = 1; the std values are only in the paper's PNG). In brackets: "
+             "Δacc (points) and the ΔParams ratio against fine-pruning at the same criterion and density, "
+             "recomputed from these values.", "",
+             "| Pruning | Learning method | Density | ΔParams (K) | FLOPs (M, CIFAR-10) | "
+             + " | ".join(DATASETS[d] for d in datasets) + " |",
+             "|---|---|---|---|---|" + "---|" * len(datasets)]  # fmt: skip
+    wide = wide.assign(_crit=wide["criterion"].map({"none": -1, **{c: i for i, c in enumerate(CRITERIA)}}),
+                       _method=_method_rank(wide))  # fmt: skip
+    for _, row in wide.sort_values(["_crit", "_method", "density"], ascending=[True, True, False]).iterrows():
+        fp = ref[(row["criterion"], row["density"])]
+        own = row["method"] == "finetune"
+        params = f"{row['delta_params_k']:,.1f}"
+        if not own:
+            params += f" ({ratio_text(fp['delta_params_k'] / row['delta_params_k'])})"
+        accs = []
+        for d in datasets:
+            acc = "–" if pd.isna(row[d]) else f"{row[d]:.2f}"
+            if not own and not pd.isna(row[d]) and not pd.isna(fp[d]):
+                acc += f" ({_delta_text(row[d] - fp[d])})"
+            accs.append(acc)
+        flops = "–" if pd.isna(row["flops_m"]) else f"{row['flops_m']:,.1f}"
+        cells = [_criterion_text(row["criterion"]), row["label"], f"{row['density']:.0%}", params, flops, *accs]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _style(labels: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Colour per learning method (the published points share it), marker per variant suffix."""
+    colors, markers, spare = dict(COLORS), {"": MARKERS[0]}, iter(SPARE_COLORS)
+    styles = {}
+    for label in labels:
+        base, _, suffix = label.partition(" (")
+        if base not in colors:
+            colors[base] = next(spare, "k")
+        if suffix not in markers:
+            markers[suffix] = MARKERS[len(markers) % len(MARKERS)]
+        styles[label] = (colors[base], markers[suffix])
+    return styles
+
+
+def draw_figure(runs: pd.DataFrame, dataset: str, out: Path, published: pd.DataFrame | None = None,
+                count: str = "legacy") -> Path:  # fmt: skip
+    """Fig. 6 (spec §4.3): one column per criterion; accuracy vs learned parameters ‖ΔW‖₀ (log x, top) and vs
+    FLOPs (linear, bottom); every density and seed a point. For a dataset of the published Table 1 its points
+    (100/30/10 %; FLOPs were published for CIFAR-10 only) are drawn as hollow markers of the same colour."""
+    runs = runs.assign(label=series_labels(runs))
+    criteria = [c for c in CRITERIA if c in set(runs["criterion"])]
+    labels = sorted(set(runs["label"]), key=lambda lab: (_method_rank(runs[runs["label"] == lab]).iloc[0], lab))
+    ours = runs.assign(params=runs[f"delta_params_{count}"], flops=runs[f"flops_{count}"] / 1e6)
+    theirs = None
+    if published is not None and dataset in set(published["dataset"]):
+        theirs = published[published["dataset"] == dataset]
+        theirs = theirs.assign(params=theirs["delta_params_k"] * 1e3, flops=theirs["flops_m"])
+    styles = _style(list(labels) + ([] if theirs is None else sorted(set(theirs["label"]) - set(labels))))
+    fig, axes = plt.subplots(2, len(criteria), figsize=(4 * len(criteria), 7.5), squeeze=False, sharey="row")
+    for col, criterion in enumerate(criteria):
+        for label in labels:
+            rows = ours[(ours["criterion"] == criterion) & (ours["label"] == label)]
+            color, marker = styles[label]
+            for ax, x in zip(axes[:, col], ("params", "flops")):
+                ax.scatter(rows[x], rows["acc"], s=18, color=color, marker=marker, alpha=0.8, label=label)
+        if theirs is not None:  # the unpruned rows precede pruning, so they belong in every column
+            rows = theirs[theirs["criterion"].isin([criterion, "none"])]
+            for ax, x in zip(axes[:, col], ("params", "flops")):
+                ax.scatter(rows[x], rows["acc"], s=60, facecolors="none", linewidths=1.3,
+                           edgecolors=[styles[lab][0] for lab in rows["label"]], marker="o")  # fmt: skip
+        axes[0, col].set_title(CRITERIA[criterion])
+        axes[0, col].set_xscale("log")
+        axes[0, col].set_xlabel(f"learned parameters ‖ΔW‖₀ ({count} count)")
+        axes[1, col].set_xlabel(f"FLOPs (M multiply-accumulates, {count} count)")
+    for ax in axes.flat:
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0, 0].set_ylabel("accuracy (%)")
+    axes[1, 0].set_ylabel("accuracy (%)")
+    handles = [Line2D([], [], ls="", marker=styles[lab][1], color=styles[lab][0], label=lab) for lab in labels]
+    if theirs is not None:
+        only_theirs = [lab for lab in styles if lab not in labels]  # e.g. SPLoRA r32 when we ran r8 only
+        handles += [Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor=styles[lab][0],
+                           label=f"{lab} (published)") for lab in only_theirs]  # fmt: skip
+        handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="0.3", markersize=8,
+                              label="published" if count == "legacy" else "published (legacy count)"))  # fmt: skip
+    ncol = min(len(handles), 1 + len(criteria))  # as many as fit under the panels
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False)
+    archs = ", ".join(sorted(set(runs["arch"].astype(str))))
+    fig.suptitle(f"SPA on {DATASETS.get(dataset, dataset)} ({archs}): accuracy vs learned parameters and FLOPs")
+    fig.tight_layout(rect=(0, 0.035 * math.ceil(len(handles) / ncol), 1, 1))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=150)
+    plt.close(fig)
+    return out
+
+
+def figures(results_dir: Path = RESULTS, figures_dir: Path = FIGURES, published_csv: Path = PUBLISHED,
+            count: str = "legacy") -> list[Path]:  # fmt: skip
+    """Table 1 and Fig. 6 for every ``spa_runs_<dataset>.csv`` in ``results_dir``, and the published Table 1."""
+    published = read_published(published_csv)
+    results_dir.mkdir(parents=True, exist_ok=True)
+    written = [results_dir / "spa_table1_published.md"]
+    written[0].write_text(published_markdown(published))
+    files = sorted(results_dir.glob("spa_runs_*.csv"))
+    if not files:
+        print(f"no spa_runs_<dataset>.csv in {results_dir}: run the SPA sweep, then `python paper/spa.py collect "
+              f"<sweep_dir>`; wrote only the published table {written[0]}")  # fmt: skip
+    for path in files:
+        name = path.stem.removeprefix("spa_runs_")
+        runs = read_runs(path)
+        datasets = sorted(set(runs["dataset"].astype(str)))
+        if len(datasets) != 1:
+            raise SpaInputError(f"{path} holds datasets {datasets}; collect one spa_runs_<dataset>.csv per dataset")
+        table, notes = table1(runs)
+        for note in notes:
+            print(f"{path.name}: {note}")
+        table.to_csv(results_dir / f"spa_table1_{name}.csv", index=False)
+        (results_dir / f"spa_table1_{name}.md").write_text(table1_markdown(table, datasets[0]))
+        figure = draw_figure(runs, datasets[0], figures_dir / f"spa_{name}.png", published, count)
+        written += [results_dir / f"spa_table1_{name}.csv", results_dir / f"spa_table1_{name}.md", figure]
+    print("wrote " + ", ".join(str(p) for p in written))
+    return written
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where spa_runs_*.csv are and tables go")
+    parser.add_argument("--figures-dir", type=Path, default=FIGURES, help="where spa_<dataset>.png go")
+    parser.add_argument("--published", type=Path, default=PUBLISHED, help="the published Table 1 (long CSV)")
+    parser.add_argument("--count", choices=("legacy", "exact"), default="legacy",
+                        help="which ΔParams/FLOPs counter the figure plots (published points are legacy)")  # fmt: skip
+    commands = parser.add_subparsers(dest="command")
+    gather = commands.add_parser("collect", help="concatenate a sweep's spa_results.csv into spa_runs_<dataset>.csv")
+    gather.add_argument("sweep_dir", type=Path)
+    gather.add_argument("--out", type=Path, help="one CSV for everything (default: one per dataset in results-dir)")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "collect":
+            collect(args.sweep_dir, args.out, args.results_dir)
+        else:
+            figures(args.results_dir, args.figures_dir, args.published, args.count)
+    except (FileNotFoundError, SpaInputError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,203 @@
+"""paper/spa.py: collect a sweep's per-run CSVs, Table 1 numbers by hand, Fig. 6, and the published Table 1."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import pandas as pd
+import pytest
+
+PAPER = Path(__file__).resolve().parents[1] / "paper"
+DENSITIES = (1.0, 0.7, 0.5, 0.31, 0.12)  # nearest to 30 % is 0.31, to 10 % is 0.12
+BASE_ACC = {"finetune": 90.0, "splora": 88.0, "sppara": 85.0}
+CRIT_ACC = {"weight": 0.0, "taylor": 1.0}
+PARAMS = {"finetune": 2e6, "splora": 2e5, "sppara": 1e6}  # ΔParams at density 1 (legacy)
+
+
+def _load() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("spa", PAPER / "spa.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+spa = _load()
+
+
+def _run(criterion: str, method: str, seed: int, mask_mode: str = "legacy", acc_shift: float = 0.0) -> list[dict]:
+    """One synthetic prune-recover run: seed 2 is 2 points better and 1 M MACs heavier than seed 1."""
+    rows = []
+    for step, density in enumerate(DENSITIES):
+        acc = BASE_ACC[method] + CRIT_ACC[criterion] - 10 * (1 - density) + 2 * (seed - 1) + acc_shift
+        rows.append({
+            "arch": "resnet50", "dataset": "cifar10", "criterion": criterion, "method": method,
+            "rank": 8 if method == "splora" else 0, "init_range": 1e-3 if method != "finetune" else None,
+            "seed": seed, "mask_mode": mask_mode, "coupling": "none", "step": step, "density": density,
+            "acc_pre_recovery": None if step == 0 else acc - 5, "acc": acc, "loss": 0.5,
+            "delta_params_legacy": PARAMS[method] * density, "delta_params_exact": 0.9 * PARAMS[method] * density,
+            "flops_legacy": 1e9 * density + 1e6 * seed, "flops_exact": 0.5e9 * density,
+            "fused_params": 23e6 * density, "exported_params": 23e6 * density,
+        })  # fmt: skip
+    return rows
+
+
+def _runs() -> pd.DataFrame:
+    """2 criteria x 3 methods x 2 seeds (published setting) + one seed of an 'enforced' FP and SPLoRA (weight)."""
+    rows = [r for c in CRIT_ACC for m in BASE_ACC for s in (1, 2) for r in _run(c, m, s)]
+    rows += _run("weight", "finetune", 1, "enforced", acc_shift=-3.0) + _run("weight", "splora", 1, "enforced", -1.0)
+    return pd.DataFrame(rows)
+
+
+def _sweep(root: Path) -> Path:
+    """A fake sweep dir: one spa_results.csv per run, nested as a Hydra multirun would."""
+    for i, (_, run) in enumerate(_runs().groupby(spa.RUN_KEY, dropna=False)):
+        folder = root / "sweep" / str(i // 5) / f"job{i}"
+        folder.mkdir(parents=True)
+        run.to_csv(folder / "spa_results.csv", index=False)
+    return root / "sweep"
+
+
+def _write(frame: pd.DataFrame, path: Path) -> Path:
+    frame.to_csv(path, index=False)
+    return path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PAPER / "spa.py"), *args], capture_output=True, text=True, timeout=120)
+
+
+def _row(table: pd.DataFrame, criterion: str, label: str, target: float) -> pd.Series:
+    hit = table[(table["criterion"] == criterion) & (table["label"] == label) & (table["target_density"] == target)]
+    assert len(hit) == 1, (criterion, label, target, len(hit))
+    return hit.iloc[0]
+
+
+def test_collect_then_figures_cli(tmp_path: Path) -> None:
+    results, figures = tmp_path / "results", tmp_path / "figures"
+    done = _cli("--results-dir", str(results), "collect", str(_sweep(tmp_path)))
+    assert done.returncode == 0, done.stderr
+    collected = results / "spa_runs_cifar10.csv"  # dataset inferred: every row is cifar10
+    assert str(collected) in done.stdout and "14 runs, 70 rows" in done.stdout
+    runs = pd.read_csv(collected)
+    assert list(runs.columns) == spa.COLUMNS and len(runs) == 70
+
+    done = _cli("--results-dir", str(results), "--figures-dir", str(figures))
+    assert done.returncode == 0, done.stderr
+    png = figures / "spa_cifar10.png"
+    assert png.stat().st_size > 30_000  # 2 x 2 panels of scatter points, not an empty canvas
+    table = pd.read_csv(results / "spa_table1_cifar10.csv", keep_default_na=False, na_values=[""])
+    # 100 %: 2 variants of FP and SPLoRA + SPPaRA; 30/10 %: 2 criteria x 3 methods, + 2 enforced rows for weight
+    assert len(table) == 5 + 2 * (2 * 3 + 2)
+    splora = _row(table, "weight", "SPLoRA r8", 0.3)
+    assert splora["density"] == pytest.approx(0.31) and splora["n"] == 2
+    # by hand: 88 - 10 * 0.69 for seed 1, +2 for seed 2
+    assert splora["acc_mean"] == pytest.approx(88 - 6.9 + 1) and splora["acc_std"] == pytest.approx(math.sqrt(2))
+    assert splora["d_acc"] == pytest.approx(88 - 90)
+    assert splora["delta_params_legacy_k_mean"] == pytest.approx(200 * 0.31) and splora["params_ratio_legacy"] == 10
+    assert splora["flops_legacy_m_mean"] == pytest.approx(310 + 1.5)
+    assert splora["flops_legacy_m_std"] == pytest.approx(1 / math.sqrt(2))
+    assert _row(table, "taylor", "SPPaRA", 0.1)["params_ratio_exact"] == pytest.approx(2.0)
+    assert math.isnan(_row(table, "taylor", "Fine-pruning", 0.1)["d_acc"])  # the reference has no annotation
+    unpruned = _row(table, "none", "Fine-pruning", 1.0)  # pooled over both criteria: 90, 92, 91, 93
+    assert unpruned["n"] == 4 and unpruned["acc_mean"] == pytest.approx(91.5)
+    assert unpruned["acc_std"] == pytest.approx(math.sqrt(5 / 3))
+    enforced = _row(table, "weight", "SPLoRA r8 (enforced)", 0.1)  # against the enforced FP, not the legacy one
+    assert enforced["n"] == 1 and enforced["d_acc"] == pytest.approx((88 - 1) - (90 - 3))
+    assert math.isnan(enforced["acc_std"])
+
+    markdown = (results / "spa_table1_cifar10.md").read_text()
+    assert "| resnet50 | Weight | SPLoRA r8 | 31.0% | 2 | 82.10 ± 1.41 | -2.00 | 62.0 ± 0.0 | ↓10.0× |" in markdown
+    assert "| resnet50 | Unpruned | SPLoRA r8 | 100.0% | 4 |" in markdown
+    assert (results / "spa_table1_published.md").is_file()
+
+
+def test_collect_rejects_bad_input(tmp_path: Path) -> None:
+    broken = tmp_path / "sweep" / "a" / "spa_results.csv"
+    broken.parent.mkdir(parents=True)
+    _runs().drop(columns=["flops_exact"]).to_csv(broken, index=False)
+    with pytest.raises(ValueError, match="missing columns \\['flops_exact'\\]"):
+        spa.collect(tmp_path / "sweep", results_dir=tmp_path)
+    _runs().to_csv(broken, index=False)
+    copy = tmp_path / "sweep" / "b" / "spa_results.csv"  # the same runs twice would pass as extra seeds
+    copy.parent.mkdir()
+    _runs().to_csv(copy, index=False)
+    with pytest.raises(ValueError, match="appears in several files"):
+        spa.collect(tmp_path / "sweep", results_dir=tmp_path)
+    done = _cli("collect", str(tmp_path / "nothing"))
+    assert done.returncode == 2 and "no spa_results.csv under" in done.stderr
+
+
+def test_collect_splits_datasets_and_out(tmp_path: Path) -> None:
+    runs = _runs()
+    two = pd.concat([runs, runs.assign(dataset="flowers102")])
+    (tmp_path / "sweep").mkdir()
+    two.to_csv(tmp_path / "sweep" / "spa_results.csv", index=False)
+    paths = spa.collect(tmp_path / "sweep", results_dir=tmp_path / "results")
+    assert sorted(p.name for p in paths) == ["spa_runs_cifar10.csv", "spa_runs_flowers102.csv"]
+    assert len(pd.read_csv(paths[1])) == len(runs)
+    [out] = spa.collect(tmp_path / "sweep", out=tmp_path / "all.csv")
+    assert len(pd.read_csv(out)) == 2 * len(runs)
+
+
+def test_figure_draws_published_points_for_published_datasets(tmp_path: Path) -> None:
+    runs = spa.read_runs(_write(_runs().assign(dataset="catsdogs"), tmp_path / "runs.csv"))
+    with_published = spa.draw_figure(runs, "catsdogs", tmp_path / "a.png", spa.read_published(), count="exact")
+    without = spa.draw_figure(runs, "catsdogs", tmp_path / "b.png", None, count="exact")
+    assert with_published.read_bytes() != without.read_bytes()
+    cars = spa.draw_figure(runs, "cars", tmp_path / "c.png", spa.read_published(), count="exact")
+    assert (
+        cars.read_bytes() == spa.draw_figure(runs, "cars", tmp_path / "d.png", count="exact").read_bytes()
+    )  # not in Table 1
+
+
+def test_runs_that_stop_early_are_noted() -> None:
+    runs = _runs()
+    short = runs[~((runs["seed"] == 2) & (runs["method"] == "sppara") & (runs["density"] < 0.4))]
+    picks, notes = spa.select_steps(short)
+    assert notes == ["2 run(s) never reach density 30% (nearest 50%); left out of the 30% rows",
+                     "2 run(s) never reach density 10% (nearest 50%); left out of the 10% rows"]  # fmt: skip
+    assert len(picks) == 14 * 3 - 4
+
+
+def test_missing_runs_still_draws_published_table(tmp_path: Path) -> None:
+    done = _cli("--results-dir", str(tmp_path), "--figures-dir", str(tmp_path / "figures"))
+    assert done.returncode == 0, done.stderr
+    assert f"no spa_runs_<dataset>.csv in {tmp_path}" in done.stdout
+    markdown = (tmp_path / "spa_table1_published.md").read_text()
+    assert "| Taylor | SPLoRA r32 | 10% | 292.6 (↓2.0×) | 242.0 | 93.27 (+5.20) | 91.30 (+25.63) | 97.21 (+1.91) |" in (
+        markdown
+    )
+    assert "| Unpruned | SPLoRA r32 | 100% | 1,644.5 (↓14.3×) | – | 95.32 (-1.78) |" in markdown
+    assert "| LRP | Fine-pruning | 10% | 599.0 | 302.1 | 93.39 | 87.56 | – |" in markdown
+    assert not (tmp_path / "figures").exists()
+
+
+def test_published_table_has_every_spec_value() -> None:
+    published = spa.read_published()
+    # 3 unpruned rows + 4 criteria x 3 methods x 2 densities, each for 3 datasets
+    assert len(published) == (3 + 4 * 3 * 2) * 3
+    assert set(published["dataset"]) == {"cifar10", "flowers102", "catsdogs"}
+    assert published["source"].str.contains("arXiv 2211.10155, Table 1").all()
+    key = published.set_index(["criterion", "method", "rank", "density", "dataset"]).sort_index()
+    assert key.loc[("taylor", "splora", 32, 0.1, "cifar10"), "acc"] == 93.27
+    assert key.loc[("none", "finetune", 0, 1.0, "flowers102"), "delta_params_k"] == 23520.8
+    assert key.loc[("none", "finetune", 0, 1.0, "cifar10"), "flops_m"] == 1304.7
+    assert key.loc[("weight", "finetune", 0, 0.3, "catsdogs"), "acc"] == 98.64
+    assert key.loc[("grad", "splora", 8, 0.1, "flowers102"), "acc"] == 87.46
+    assert key.loc[("lrp", "splora", 8, 0.3, "cifar10"), "flops_m"] == 591.1
+    assert math.isnan(key.loc[("lrp", "finetune", 0, 0.1, "catsdogs"), "acc"])  # "–" in the paper
+    assert published["acc"].isna().sum() == 1
+    # FLOPs are published for CIFAR-10 only, and not for the unpruned LoRA rows
+    assert published.loc[published["dataset"] == "cifar10", "flops_m"].notna().sum() == 25
+    assert published.loc[published["dataset"] != "cifar10", "flops_m"].isna().all()
+    # the paper's headline "at 70 % pruned SPLoRA (r8) loses 1.6 % accuracy on average" checks the transcription
+    pruned = published[(published["criterion"] != "none") & (published["density"] == 0.3)]
+    idx = ["criterion", "dataset"]
+    fp = pruned[pruned["method"] == "finetune"].set_index(idx)["acc"]
+    r8 = pruned[pruned["rank"] == 8].set_index(idx)["acc"]
+    assert (r8 - fp).mean() == pytest.approx(-1.60, abs=0.005)
