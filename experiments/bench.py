@@ -19,7 +19,7 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
-from modules.continual import CudaGraphStep
+from modules.continual import CudaGraphStep, fold_batchnorm
 from modules.nets import build
 from modules.profiling import profile_model
 
@@ -42,11 +42,19 @@ def _graph_rate(net: torch.nn.Module, shape: tuple[int, ...], warmup: int, repea
     return shape[0] / statistics.fmean(seconds)
 
 
+def _inference_net(name: str, fold_bn: bool) -> torch.nn.Module:
+    """The registered net in eval mode; with ``fold_bn`` its BatchNorms folded into the convs (the same
+    treatment for the clip model and its twin, so the ratio compares like with like)."""
+    net = build(name).eval()
+    return fold_batchnorm(net, inplace=True) if fold_bn else net
+
+
 def bench_pair(pair: DictConfig, device: str, cfg: DictConfig) -> dict[str, Any]:
     clip_shape = (3, int(pair.frames), int(pair.crop), int(pair.crop))
     kwargs = {"batch_size": cfg.batch_size, "device": device, "warmup": cfg.warmup, "repeats": cfg.repeats}
-    clip = profile_model(build(pair.clip), mode="clip", input_shape=clip_shape, **kwargs)
-    twin_net = build(pair.continual)
+    fold_bn = bool(cfg.get("fold_bn", False))
+    clip = profile_model(_inference_net(pair.clip, fold_bn), mode="clip", input_shape=clip_shape, **kwargs)
+    twin_net = _inference_net(pair.continual, fold_bn)
     frame = profile_model(twin_net, mode="frame", input_shape=clip_shape, **kwargs)
     row = {
         "clip_model": pair.clip,
@@ -54,6 +62,7 @@ def bench_pair(pair: DictConfig, device: str, cfg: DictConfig) -> dict[str, Any]
         "device": device,
         "device_name": clip["device_name"],
         "batch_size": cfg.batch_size,
+        "fold_bn": fold_bn,
         "clip_gflops": clip["gflops_per_prediction"],
         "frame_gflops": frame["gflops_per_prediction"],
         "flop_ratio": clip["gflops_per_prediction"] / frame["gflops_per_prediction"],

@@ -19,6 +19,7 @@ from .container import (
 from .conv import Conv1d, Conv2d, Conv3d
 from .convert import UnsupportedModuleError, continual, register
 from .delay import Delay, Skip
+from .fuse import fold_batchnorm
 from .graph import CudaGraphStep
 from .linear import Linear
 from .local import StepLocal, local
@@ -75,6 +76,7 @@ __all__ = [
     "UnsupportedModuleError",
     "call_mode",
     "continual",
+    "fold_batchnorm",
     "local",
     "register",
     "set_temporal_fill",

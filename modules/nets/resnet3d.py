@@ -108,6 +108,8 @@ class ResBlock(nn.Module):
     spatial stride) → b_bn → ReLU → c (1×1×1) → c_bn; ``branch1`` (1×1×1 conv, stride (1, s, s)) + ``branch1_bn``
     projects the shortcut when the width or resolution changes; ReLU after the sum."""
 
+    _bn_pairs = (("branch1", "branch1_bn"),)  # the shortcut applies them in turn (modules.continual.fold_batchnorm)
+
     def __init__(
         self, branch2: nn.Module, branch1: nn.Module | None = None, branch1_bn: nn.Module | None = None
     ) -> None:

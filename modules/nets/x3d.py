@@ -182,6 +182,8 @@ class ResBlock(nn.Module):
     """SlowFast's ``ResBlock``: ``relu(shortcut(x) + branch2(x))``, the shortcut being ``branch1_bn(branch1(x))``
     where the width or the resolution changes, else the identity."""
 
+    _bn_pairs = (("branch1", "branch1_bn"),)  # the shortcut applies them in turn (modules.continual.fold_batchnorm)
+
     def __init__(self, branch2: nn.Module, branch1: nn.Module | None = None, branch1_bn: nn.Module | None = None):
         super().__init__()
         if (branch1 is None) != (branch1_bn is None):

@@ -28,6 +28,30 @@ def test_conv2d_grid_equals_torch(k: int, s: int, p: int, d: int, fill: str) -> 
         assert_steps_match(conv, clip, expected, atol=1e-10)
 
 
+DEPTHWISE_GRID = [(k, s, p, d) for k, s, p, d in GRID if k > 1 and s < 3 and d * (k - 1) >= p]
+
+
+@pytest.mark.parametrize(("k", "s", "p", "d"), DEPTHWISE_GRID)
+@pytest.mark.parametrize("fill", ["zeros", "replicate"])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_conv3d_window_path_equals_torch(k: int, s: int, p: int, d: int, fill: str, multiplier: int) -> None:
+    """Depthwise convs step through a window of input frames (channels-last); same results as torch."""
+    torch.manual_seed(k * 100 + s * 10 + p + d)
+    mode = "zeros" if fill == "zeros" else "replicate"
+    kwargs = dict(kernel_size=(k, 3, 3), stride=(s, 2, 1), padding=(p, 1, 1), dilation=(d, 1, 1), groups=4)
+    conv = co.Conv3d(4, 4 * multiplier, padding_mode=mode, **kwargs).double()
+    assert conv._buffered
+    reference = nn.Conv3d(4, 4 * multiplier, padding_mode=mode, **kwargs).double()
+    reference.load_state_dict(conv.state_dict())
+    clip = torch.randn(2, 4, 9, 5, 6, dtype=torch.float64)
+    expected = reference(clip)
+    assert_steps_match(conv, clip, expected, atol=1e-10)
+    conv.clean_state()
+    with torch.enable_grad():  # the out-of-place path autograd needs
+        conv.requires_grad_(True)
+        assert_steps_match(conv, clip, expected, atol=1e-10)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_conv3d_groups_spatial_stride_dilation(dtype: torch.dtype) -> None:
     torch.manual_seed(0)
