@@ -10,9 +10,17 @@ ARGS ?=
 DATA ?= kinetics400
 COX3D_kinetics400 := cox3d_s_kinetics400
 COX3D_moving_digits := cox3d_tiny_moving_digits
+# dataset of sweep-spa: the digits default unless DATA is given (cifar10, flowers102, catsdogs: Table 1's ResNet-50)
+SPA_DATA = $(if $(filter command line environment,$(origin DATA)),$(DATA),digits)
+SPA_EXPERIMENT_digits := spa_digits
+SPA_EXPERIMENT_cifar10 := spa_resnet50_cifar10
+SPA_EXPERIMENT_flowers102 := spa_resnet50_flowers102
+SPA_EXPERIMENT_catsdogs := spa_resnet50_catsdogs
+SPA_SEEDS ?= 1,2
+SPA_SWEEP := $(or $(LOG_DIR),.)/multirun/spa/$(SPA_DATA)/$(shell date +%Y-%m-%d_%H-%M-%S)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-gpu lint format train-demo profile-demo data-moving-digits demo train-cox3d eval-cox3d profile-cox3d bench-cox3d figures clean
+.PHONY: help install test test-all test-gpu lint format train-demo profile-demo data-moving-digits demo train-cox3d eval-cox3d profile-cox3d bench-cox3d figures sweep-spa clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
@@ -67,8 +75,13 @@ profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinet
 bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, CPU (+CUDA) (~3 min CPU) -> outputs/bench/.../bench.json
 	$(PY) -m experiments.bench $(ARGS)
 
-figures: install ## regenerate paper/figures/*.png and the merged paper/results/*.csv from the result CSVs (~5 s)
+sweep-spa: install ## SPA grid: criterion x {fine-pruning, SPLoRA r8/r32, SPPaRA} x seeds (digits on CPU ~15 min; DATA=cifar10 ...) -> paper/results/spa_runs_<data>.csv
+	$(PY) -m experiments.spa -m experiment=$(SPA_EXPERIMENT_$(SPA_DATA)) pruning=weight,grad,taylor,lrp adapter=finetune,splora_r8,splora_r32,sppara seed=$(SPA_SEEDS) hydra.sweep.dir=$(SPA_SWEEP) $(ARGS)
+	$(PY) paper/spa.py collect $(SPA_SWEEP) --out paper/results/spa_runs_$(SPA_DATA).csv
+
+figures: install ## regenerate paper/figures/*.png and the merged paper/results/*.csv from the result CSVs (~10 s)
 	$(PY) paper/kinetics400.py
+	$(PY) paper/spa.py
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun logs .pytest_cache .ruff_cache
