@@ -2,9 +2,14 @@
 (``make profile-cox3d``).
 
 Builds each model at the paper's input (clip models: one clip; continual models: one prediction after warm-up),
-measures params, GFLOPs (multiply-accumulates of the conv/matmul ops executed), peak memory and throughput with
-``modules.profiling.profile_model``, and writes ``paper/results/kinetics400_profile.csv`` (read by
-``paper/kinetics400.py``), with the published GFLOPs beside ours.
+measures params, GFLOPs, peak memory and throughput with ``modules.profiling.profile_model``, and writes
+``paper/results/kinetics400_profile.csv`` (read by ``paper/kinetics400.py``), with the paper's GFLOPs beside ours.
+GFLOPs come in three conventions (``modules.profiling`` docstring):
+
+* ``gflops``: the multiply-accumulates of the conv/matmul ops executed per prediction (ours);
+* ``gflops_ptflops``: plus ptflops' BatchNorm/ReLU/pooling/bias terms, each executed module call once;
+* ``gflops_co3d_published``: ptflops as the paper ran it on continual-inference, per frame counting BatchNorm and
+  ReLU twice and only the emitting step of a strided net (CoI3D). It reproduces the paper's column.
 
     python -m experiments.profile_table [--device cpu|cuda] [--batch-size 1] [--repeats 5] [--only X3D-S,CoX3D-S_13]
 """
@@ -74,21 +79,26 @@ def main() -> None:
         result = profile_model(
             build(registry_name, **overrides), mode=mode, input_shape=(3, frames, crop, crop),
             batch_size=args.batch_size, device=args.device, warmup=args.warmup, repeats=args.repeats,
+            convention="macs",
         )  # fmt: skip
+        by_convention = result["gflops_by_convention"]
         rows.append({
             "model": name, "registry_name": registry_name, "mode": mode, "frames": frames, "crop": crop,
-            "params_m": result["params"] / 1e6, "gflops": result["gflops_per_prediction"],
-            "gflops_published": published.get(name, ""),
+            "params_m": result["params"] / 1e6, "gflops": by_convention["macs"],
+            "gflops_ptflops": by_convention["ptflops"], "gflops_co3d_published": by_convention["co3d_published"],
+            "gflops_paper": published.get(name, ""),
             "peak_memory_mb": result["peak_memory_bytes"] / 2**20,
             "throughput": result["throughput_mean"], "throughput_std": result["throughput_std"],
             # continual rows: one prediction per `frames_per_prediction` frames (CoI3D: 2)
             "throughput_unit": "predictions/s" if mode == "frame" else "clips/s",
             "frames_per_prediction": result["steps_per_prediction"] if mode == "frame" else frames,
-            "device": result["device_name"], "batch_size": args.batch_size, "torch": result["torch_version"],
+            "device": result["device_name"], "threads": torch.get_num_threads(), "batch_size": args.batch_size,
+            "torch": result["torch_version"],
         })  # fmt: skip
         row = rows[-1]
         tqdm.write(
-            f"{name:<15} {row['params_m']:7.2f} M  {row['gflops']:8.3f} GFLOPs (paper {row['gflops_published']})  "
+            f"{name:<15} {row['params_m']:7.2f} M  GFLOPs {row['gflops']:8.3f} (ptflops {row['gflops_ptflops']:.3f}, "
+            f"as published {row['gflops_co3d_published']:.3f}; paper {row['gflops_paper']})  "
             f"{row['throughput']:8.2f} {row['throughput_unit']}"
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)

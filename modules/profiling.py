@@ -1,17 +1,71 @@
-"""Model profiling: parameters, multiply-accumulates per prediction, peak memory and throughput.
+"""Model profiling: parameters, FLOPs per prediction, peak memory and throughput.
 
-Papers in this field call multiply-accumulates "FLOPs"; so do we: ``gflops = MACs / 1e9``. MACs are counted
-from the aten operations a call actually executes (a ``TorchDispatchMode``), so a continual step is charged
-for what its implementation runs, not for a formula. Only conv/matmul-type ops are counted (table below);
-element-wise ops, normalisation, pooling and softmax are not, as in ptflops/fvcore-style counts of CNNs.
+FLOPs are counted in one of three conventions (``CONVENTIONS``); all of them count a call by what it executes.
+
+``"macs"`` (ours, the default)
+    Multiply-accumulates of the conv/matmul-type aten operations a call actually executes (a
+    ``TorchDispatchMode``, rules in ``_MAC_RULES``), so a continual step is charged for what its implementation
+    runs, not for a formula. Element-wise ops, normalisation, pooling and softmax are free, as in fvcore and the
+    X3D paper (Feichtenhofer, CVPR 2020, Table 3). Papers in this field call MACs "FLOPs"; so do we:
+    ``gflops = MACs / 1e9``.
+
+``"ptflops"``
+    What ``ptflops.get_model_complexity_info`` (Sovrasov, flops-counter.pytorch 0.6.x, ``MODULES_MAPPING``; the
+    counter of the Co3D paper, spec video.md A5) reports for the same calls: the conv/linear MACs above plus, for
+    every executed call of a module of these types, its element-wise terms (``ptflops_term``):
+
+    ==============================================  ===========================================================
+    BatchNorm1-3d, InstanceNorm1-3d, GroupNorm,     ``numel(input)``, twice that with affine parameters
+    LayerNorm                                       (``bn_flops_counter_hook``)
+    ReLU, ReLU6, PReLU, ELU, LeakyReLU              ``numel(output)`` (``relu_flops_counter_hook``)
+    (Adaptive)Avg/MaxPool1-3d, continual ones too   ``numel(input)`` (``pool_flops_counter_hook``)
+    Upsample                                        ``numel(output)`` (``upsample_flops_counter_hook``)
+    Conv / Linear with a bias                       ``numel(output)`` (the bias term of the conv/linear hooks)
+    ==============================================  ===========================================================
+
+    Sigmoid, SiLU/Swish, Softmax, Dropout and tensor arithmetic (residual sums, the SE product) are free, as in
+    ptflops. A module is charged once per call, whether the call is ``module(x)`` (a forward hook, as ptflops),
+    ``forward_step`` or ``forward_steps`` (our containers call those directly). CoX3D's frame-scoped SE pools with
+    a functional mean; it is charged as the ``co.AdaptiveAvgPool3d`` the original model calls there
+    (``_functional_pools``).
+
+``"co3d_published"``
+    The convention of the Co3D paper's GFLOPs column (Hedegaard & Iosifidis, arXiv 2106.00050, results table;
+    spec video.md A5): ptflops as it met the ``continual-inference`` library (LukasHedegaard/continual-inference)
+    and ``co3d``, which reproduces every row of the table within 1.5 % (its rounding). It is ``"ptflops"`` with
+    two artefacts of that set-up, both in frame mode only (clip rows ran in plain forward mode):
+
+    1. *Norms and activations count twice per step.* ``co.Sequential`` calls each child as ``module(x)`` with
+       ``call_mode="forward_steps"`` ("ptflops only works when __call__ is triggered", ``continual/container.py``).
+       BatchNorm and activations are torch modules wrapped by ``co.forward_stepping`` (``continual/convert.py``),
+       whose new ``forward`` calls ``CoModule._call_impl(module, ...)`` outside forward mode: a copy of
+       ``nn.Module._call_impl`` that runs the module's forward hooks itself. ptflops' hook thus fires in that
+       inner call and again in the outer ``nn.Module._call_impl``. Convs, pools and linears are ``CoModule``
+       subclasses and fire once. No step needs that work twice: it is a counting artefact, not cost.
+    2. *One step per prediction.* Co3D warms the net up, resets every module's ``stride_index`` to 0
+       (``models/common/base.py`` ``on_init_end``) and lets ptflops feed one frame: a step on which every layer
+       runs. A net with temporal stride ``s`` (CoI3D: 2) runs ``s`` steps per prediction; only this emitting one
+       was counted (CoI3D 5.68 GFLOPs per frame vs 7.15 per prediction by ``"ptflops"``).
+
+    Not reproduced: ptflops read the ``co.Linear`` projection (``channel_dim=1``) as ``numel(input) * 1`` MACs
+    (its hook takes the output's last dim, which is there a singleton spatial dim), 0.0008 GFLOPs less per frame
+    than executed, below the table's rounding.
 
 Frame mode profiles the continual step protocol: ``clean_state()``, warm-up until the stream emits, then one
 prediction is ``stride[0]`` calls of ``forward_step`` (a net with temporal stride ``s`` predicts once every ``s``
 frames), the last of which returns the output. Clip mode is one ``net(clip)`` call per prediction.
+
+The two ptflops conventions count the modules of the net they are given, so profile the unfolded net for them:
+``modules.continual.fold_batchnorm`` replaces each norm by ``Identity`` and gives its conv a bias, so a folded
+net is charged one bias add per element where the norm was charged two (``"macs"`` is the same either way). A
+norm that stays in the tree but that a step path skips (folded on the fly) is charged from the output of the
+module before it; see ``FlopCounter``.
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import statistics
 import time
@@ -26,7 +80,17 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-__all__ = ["MacCounter", "count_macs", "count_params", "peak_live_bytes", "profile_model"]
+__all__ = [
+    "CONVENTIONS",
+    "FlopCounter",
+    "MacCounter",
+    "count_flops",
+    "count_macs",
+    "count_params",
+    "peak_live_bytes",
+    "profile_model",
+    "ptflops_term",
+]
 
 aten = torch.ops.aten
 
@@ -131,6 +195,184 @@ def count_macs(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
     return counter.total
 
 
+# --- ptflops' element-wise terms ---------------------------------------------------------------------
+#: Counting conventions of ``count_flops`` / ``profile_model`` (module docstring).
+CONVENTIONS = ("macs", "ptflops", "co3d_published")
+
+_NORMS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm, nn.GroupNorm, nn.LayerNorm)
+_ACTIVATIONS = (nn.ReLU, nn.ReLU6, nn.PReLU, nn.ELU, nn.LeakyReLU)
+_POOLS = (
+    nn.modules.pooling._AvgPoolNd, nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
+)  # fmt: skip
+_BIASED = (nn.modules.conv._ConvNd, nn.Linear)
+
+
+def _first_tensor(value: Any) -> Tensor | None:
+    return next((t for t in tree_leaves(value) if isinstance(t, Tensor)), None)
+
+
+def _tensor_numel(value: Any) -> int:
+    t = _first_tensor(value)
+    return 0 if t is None else t.numel()
+
+
+@functools.cache
+def _functional_pools() -> tuple[type[nn.Module], ...]:
+    """Modules that pool with a tensor op where the original model calls a pooling module: charged
+    ``numel(input)`` as that module. CoX3D's SE takes a per-frame spatial mean where Co3D's ``CoSe`` calls
+    ``co.AdaptiveAvgPool3d((1, 1, 1), kernel_size=1)``."""
+    from modules.nets.x3d import CoSqueezeExcitation  # on first use: importing the profiler loads no net
+
+    return (CoSqueezeExcitation,)
+
+
+def ptflops_term(module: nn.Module, inputs: tuple, output: Any) -> tuple[str, int]:
+    """``(kind, flops)`` that ptflops adds for one call of ``module`` beyond conv/linear MACs (module docstring).
+
+    ``kind`` is ``norm``, ``activation``, ``pool``, ``upsample``, ``bias`` or ``""`` (not counted).
+    """
+    if isinstance(module, _NORMS):
+        affine = getattr(module, "affine", False) or getattr(module, "elementwise_affine", False)
+        return "norm", _tensor_numel(inputs) * (2 if affine else 1)
+    if isinstance(module, _ACTIVATIONS):
+        return "activation", _tensor_numel(output)
+    if isinstance(module, _POOLS + _functional_pools()):
+        return "pool", _tensor_numel(inputs)
+    if isinstance(module, nn.Upsample):
+        return "upsample", _tensor_numel(output)
+    if isinstance(module, _BIASED) and module.bias is not None:
+        return "bias", _tensor_numel(output)
+    return "", 0
+
+
+def _counted(module: nn.Module) -> bool:
+    return isinstance(module, _NORMS + _ACTIVATIONS + _POOLS + _functional_pools() + (nn.Upsample,)) or (
+        isinstance(module, _BIASED) and module.bias is not None
+    )
+
+
+def _norm_inputs(net: nn.Module) -> dict[nn.Module, nn.Module]:
+    """Each norm of ``net`` -> the sibling registered just before it (conv -> bn), whose output it normalises."""
+    before: dict[nn.Module, nn.Module] = {}
+    for parent in net.modules():
+        children = list(parent.children())
+        for prev, child in itertools.pairwise(children):
+            if isinstance(child, _NORMS):
+                before.setdefault(child, prev)
+    return before
+
+
+class FlopCounter:
+    """Counts, inside the context, the conv/matmul MACs executed (``MacCounter``) and ptflops' element-wise
+    terms of every call of a module of ``net`` (``ptflops_term``); ``total(convention)`` combines them.
+
+    Calls are seen through forward hooks (``module(x)``) and through wrappers of ``forward_step`` and
+    ``forward_steps`` (which continual containers call directly); a call nested in another call of the same
+    module is part of it. ``stepping=True`` says that the context holds continual steps, whose norm and
+    activation terms ``"co3d_published"`` charges twice (module docstring).
+
+    A norm that did not run while the module registered before it in its parent returned a tensor (a
+    BatchNorm folded into its conv on the step path) is charged from that tensor, which is the norm's input in
+    the unfolded net; such charges are listed in ``charged_from_structure``.
+    """
+
+    def __init__(self, net: nn.Module, stepping: bool = False) -> None:
+        self.net = net
+        self.stepping = stepping
+        self.macs = MacCounter()
+        self.terms: Counter[str] = Counter()
+        self.calls: Counter[nn.Module] = Counter()
+        self.charged_from_structure: list[str] = []
+        self._norm_inputs = _norm_inputs(net)
+        self._outputs: Counter[nn.Module] = Counter()  # summed numel of the tensors these modules returned
+        self._depth: Counter[nn.Module] = Counter()
+        self._watched_counted: set[nn.Module] = set()
+        self._undo: list[Callable[[], None]] = []
+
+    def total(self, convention: str) -> int:
+        """Conv/matmul MACs plus the element-wise terms that ``convention`` counts."""
+        if convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
+        if convention == "macs":
+            return self.macs.total
+        twice = convention == "co3d_published" and self.stepping
+        doubled = self.terms["norm"] + self.terms["activation"] if twice else 0
+        return self.macs.total + sum(self.terms.values()) + doubled
+
+    # --- recording --------------------------------------------------------------------------------------
+    def _enter(self, module: nn.Module) -> None:
+        self._depth[module] += 1
+
+    def _leave(self, module: nn.Module, inputs: tuple, output: Any) -> None:
+        self._depth[module] -= 1
+        if self._depth[module]:
+            return  # nested in an outer call of the same module, which counts
+        if module in self._watched_counted:
+            kind, flops = ptflops_term(module, inputs, output)
+            self.terms[kind] += flops
+            self.calls[module] += 1
+        if _first_tensor(output) is not None:
+            self._outputs[module] += _tensor_numel(output)
+
+    def _wrap(self, module: nn.Module, name: str) -> None:
+        method = getattr(module, name)
+        had_own = name in module.__dict__
+
+        def call(x: Any, *args: Any, **kwargs: Any) -> Any:
+            self._enter(module)
+            out = None
+            try:
+                out = method(x, *args, **kwargs)
+                return out
+            finally:
+                self._leave(module, (x,), out)
+
+        module.__dict__[name] = call
+        self._undo.append(lambda: module.__dict__.__setitem__(name, method) if had_own else module.__dict__.pop(name))
+
+    def _watch(self, module: nn.Module) -> None:
+        pre = module.register_forward_pre_hook(lambda m, inputs: self._enter(m))
+        post = module.register_forward_hook(lambda m, inputs, out: self._leave(m, inputs, out))
+        self._undo += [pre.remove, post.remove]
+        for name in ("forward_step", "forward_steps"):
+            if callable(getattr(module, name, None)):
+                self._wrap(module, name)
+
+    def __enter__(self) -> FlopCounter:
+        self._watched_counted = {m for m in self.net.modules() if _counted(m)}
+        for m in self._watched_counted | set(self._norm_inputs.values()):
+            self._watch(m)
+        self.macs.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.macs.__exit__(*exc)
+        for undo in reversed(self._undo):
+            undo()
+        self._undo.clear()
+        if exc[0] is None:
+            self._charge_skipped_norms()
+
+    def _charge_skipped_norms(self) -> None:
+        names = {m: n for n, m in self.net.named_modules()}
+        for norm, before in self._norm_inputs.items():
+            if self.calls[norm] == 0 and self._outputs[before]:
+                affine = getattr(norm, "affine", False) or getattr(norm, "elementwise_affine", False)
+                self.terms["norm"] += self._outputs[before] * (2 if affine else 1)
+                self.charged_from_structure.append(names.get(norm, type(norm).__name__))
+
+
+def count_flops(
+    net: nn.Module, fn: Callable[..., Any], *args: Any, convention: str = "macs", stepping: bool = False, **kwargs: Any
+) -> int:
+    """FLOPs of ``fn(*args, **kwargs)`` in ``convention`` (``CONVENTIONS``), charging the calls of ``net``'s
+    modules; ``stepping=True`` when ``fn`` runs continual steps (see ``FlopCounter``)."""
+    with _countable(), FlopCounter(net, stepping=stepping) as counter:
+        fn(*args, **kwargs)
+    return counter.total(convention)
+
+
 def count_params(module: nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (shared ones once); ``trainable_only`` counts those with ``requires_grad``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
@@ -185,31 +427,53 @@ def _state_tensors(net: nn.Module) -> list[Tensor]:
 
 
 # --- the profile ------------------------------------------------------------------------------------
-def _frame_predictor(net: nn.Module, step_input: Callable[[], Tensor]) -> Callable[[], Tensor]:
-    """Warm the stream up, then return a callable making one prediction (``stride[0]`` steps)."""
+def _frame_stepper(net: nn.Module, step_input: Callable[[], Tensor]) -> Callable[[], Tensor | None]:
+    """Warm the stream up; return one step. From then on every block of ``stride[0]`` steps is one
+    prediction, its last step the one that emits."""
     for attr in ("forward_step", "forward_steps", "clean_state", "delay", "stride"):
         if not hasattr(net, attr):
             raise TypeError(
                 f"mode='frame' needs a continual net; {type(net).__name__} has no `{attr}`. Profile it with "
                 "mode=clip, or profile its continual twin."
             )
-    steps = int(net.stride[0])
     net.clean_state()
-    # `delay` steps fill the state; one more emits the first output, so each later block of `steps` steps
+    # `delay` steps fill the state; one more emits the first output, so each later block of `stride` steps
     # ends on an output.
     warm = torch.stack([step_input() for _ in range(net.delay + 1)], dim=2)
     if net.forward_steps(warm) is None:
         raise RuntimeError(f"{type(net).__name__} emitted nothing after delay + 1 = {net.delay + 1} steps")
+    return lambda: net.forward_step(step_input())
 
-    def predict() -> Tensor:
-        out = None
+
+def _predict_by_steps(net: nn.Module, step: Callable[[], Tensor | None], steps: int) -> Tensor:
+    out = None
+    for _ in range(steps):
+        out = step()
+    if out is None:
+        raise RuntimeError(f"{type(net).__name__}: no output after {steps} steps (stride[0]) past warm-up")
+    return out
+
+
+def _count_prediction(
+    net: nn.Module, mode: str, predict: Callable[[], Any], step: Callable[[], Any] | None, steps: int
+) -> dict[str, int]:
+    """FLOPs of one prediction in every convention. In frame mode each step has its own counter, so that
+    ``co3d_published`` can take the emitting (last) step alone (module docstring)."""
+    with _countable():
+        if mode == "clip":
+            with FlopCounter(net) as counter:
+                predict()
+            return {c: counter.total(c) for c in CONVENTIONS}
+        counters = []
         for _ in range(steps):
-            out = net.forward_step(step_input())
-        if out is None:
-            raise RuntimeError(f"{type(net).__name__}: no output after {steps} steps (stride[0]) past warm-up")
-        return out
-
-    return predict
+            with FlopCounter(net, stepping=True) as counter:
+                out = step()
+            counters.append(counter)
+    if out is None:
+        raise RuntimeError(f"{type(net).__name__}: no output after {steps} steps (stride[0]) past warm-up")
+    totals = {c: sum(k.total(c) for k in counters) for c in CONVENTIONS}
+    totals["co3d_published"] = counters[-1].total("co3d_published")
+    return totals
 
 
 def _time_calls(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
@@ -235,17 +499,22 @@ def profile_model(
     device: str | torch.device = "cpu",
     warmup: int = 10,
     repeats: int = 50,
+    convention: str = "macs",
 ) -> dict[str, Any]:
     """Profile ``net`` on random input of ``(batch_size, *input_shape)`` (``input_shape = (C, T, *spatial)``).
 
-    Returns params, MACs and GFLOPs (= MACs / 1e9) per prediction, peak memory in bytes and throughput in
-    predictions/s (mean ± std over ``repeats`` timed calls after ``warmup`` calls). Each timed call includes
+    Returns params, FLOPs per prediction, peak memory in bytes and throughput in predictions/s (mean ± std over
+    ``repeats`` timed calls after ``warmup`` calls). ``gflops_per_prediction`` is in ``convention`` (module
+    docstring); ``gflops_by_convention`` has every convention and ``macs_per_prediction`` the executed conv/matmul
+    MACs, whatever ``convention`` says. Each timed call includes
     the host→device copy of its input and the device→host copy of its output. Peak memory is CUDA's
     ``max_memory_allocated`` over one call (weights, state and input included); on CPU it is the peak of live
     tensor storages over one call (``_LiveBytes``), also including weights, state and input.
     """
     if mode not in ("clip", "frame"):
         raise ValueError(f"mode must be 'clip' or 'frame', got {mode!r}")
+    if convention not in CONVENTIONS:
+        raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("device='cuda' but CUDA is not available; use device=cpu")
@@ -255,6 +524,7 @@ def profile_model(
     host_step = torch.randn(batch_size, c, *spatial)
 
     with torch.no_grad():
+        step = None
         if mode == "clip":
             steps = 1
 
@@ -262,16 +532,17 @@ def profile_model(
                 return net(host_clip.to(device)).to("cpu")
 
         else:
-            step_predict = _frame_predictor(net, lambda: host_step.to(device))
+            step = _frame_stepper(net, lambda: host_step.to(device))
             steps = int(net.stride[0])
 
             def predict() -> Tensor:
-                return step_predict().to("cpu")
+                return _predict_by_steps(net, step, steps).to("cpu")
 
-        # conv/matmul MACs grow exactly with the batch, so this division is exact
-        macs = count_macs(predict) // batch_size
+        # every counted term (MACs, numel-based terms) grows exactly with the batch: the division is exact
+        flops = {c: n // batch_size for c, n in _count_prediction(net, mode, predict, step, steps).items()}
         peak = _peak_memory(net, predict, device, [host_clip if mode == "clip" else host_step])
-        seconds = _time_calls(predict, device, warmup, repeats)
+        with torch.inference_mode():  # timing only (the counters above need no_grad): no version counting
+            seconds = _time_calls(predict, device, warmup, repeats)
 
     rates = [batch_size / s for s in seconds]
     return {
@@ -284,8 +555,10 @@ def profile_model(
         "steps_per_prediction": steps,
         "params": count_params(net),
         "trainable_params": count_params(net, trainable_only=True),
-        "macs_per_prediction": macs,
-        "gflops_per_prediction": macs / 1e9,
+        "macs_per_prediction": flops["macs"],
+        "convention": convention,
+        "gflops_per_prediction": flops[convention] / 1e9,
+        "gflops_by_convention": {c: n / 1e9 for c, n in flops.items()},
         "peak_memory_bytes": peak,
         "throughput_mean": statistics.fmean(rates),
         "throughput_std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
