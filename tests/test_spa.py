@@ -42,7 +42,7 @@ def test_spa_data_options_compose(compose_cfg, option: str) -> None:
     assert {"lr", "epochs_initial", "epochs_recovery", "image_size", "flops_probe_size"} <= set(cfg.spa_data)
     if option == "digits":
         dm.setup("fit")
-        assert dm.num_classes == 5 and dm.input_shape == (3, 16, 16)
+        assert dm.num_classes == 5 and dm.input_shape == (3, 8, 8)
     else:  # no dataset here: the error names where it was looked for
         with pytest.raises(FileNotFoundError, match=r"datamodules/README\.md"):
             dm.setup("fit")

@@ -40,6 +40,14 @@ def replicate_pad_time(clip: Tensor, before: int, after: int) -> Tensor:
     return torch.cat(parts, dim=2) if len(parts) > 1 else clip
 
 
+def _pointwise(x: Tensor, w: Tensor) -> Tensor:
+    """``conv(x, w)`` for a 1x1 kernel as one matrix product, keeping ``x``'s memory layout."""
+    w2 = w.flatten(1)  # (C_out, C_in)
+    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        return F.linear(x.permute(0, 2, 3, 1), w2).permute(0, 3, 1, 2)  # channels stay innermost
+    return torch.matmul(w2, x.flatten(2)).view(x.shape[0], w.shape[0], *x.shape[2:])
+
+
 class _ContinualConv(StatefulModule):
     """Shared implementation of ``Conv1d/2d/3d``; mixed in before the ``torch.nn`` class."""
 
@@ -63,6 +71,18 @@ class _ContinualConv(StatefulModule):
             )
         self._weight_cache: tuple[Any, Tensor] | None = None
         self._init_state_attrs()
+
+    @property
+    def _pointwise(self) -> bool:
+        """A spatially 1x1, unstrided, ungrouped step: a matrix product over channels (no im2col, no oneDNN
+        layout reorders: the conv kernels' per-call cost dominates these small products on CPU)."""
+        return (
+            self._nd > 1
+            and self.groups == 1
+            and all(k == 1 for k in self.kernel_size[1:])
+            and all(s == 1 for s in self.stride[1:])
+            and not any(self.padding[1:])
+        )
 
     @property
     def _buffered(self) -> bool:
@@ -128,7 +148,9 @@ class _ContinualConv(StatefulModule):
         else:
             padding = self.padding[1:]
         w = self._step_weight()
-        if self._nd == 1:
+        if self._pointwise:
+            y = _pointwise(step, w)
+        elif self._nd == 1:
             y = (
                 F.linear(step, w)
                 if self.groups == 1

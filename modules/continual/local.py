@@ -45,10 +45,19 @@ class StepLocal(CoModule):
         return super().forward(clip)  # type: ignore[misc]
 
     def _check_local(self, clip_dims: int) -> None:
-        """Raise when this module, as configured now, mixes time steps."""
+        """Raise when this module, as configured now, mixes time steps (checked once per configuration: this
+        runs on every step of every local module)."""
+        key = (
+            clip_dims,
+            self.training,
+            *(getattr(self, a, None) for a in ("dim", "track_running_stats", "start_dim", "end_dim")),
+        )
+        if self.__dict__.get("_checked_local") == key:
+            return
         reason = _nonlocal_reason(self, clip_dims)
         if reason:
             raise UnsupportedModuleError(f"{type(self).__name__} cannot run step by step: {reason}")
+        self.__dict__["_checked_local"] = key
 
 
 def _nonlocal_reason(module: nn.Module, clip_dims: int) -> str | None:

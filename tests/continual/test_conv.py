@@ -28,6 +28,23 @@ def test_conv2d_grid_equals_torch(k: int, s: int, p: int, d: int, fill: str) -> 
         assert_steps_match(conv, clip, expected, atol=1e-10)
 
 
+@pytest.mark.parametrize("k", [1, 2, 3])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pointwise_conv3d_matmul_path_equals_torch(k: int, channels_last: bool) -> None:
+    """Spatially 1x1 convs step as one matrix product, for contiguous and channels-last frames alike."""
+    torch.manual_seed(k)
+    conv = co.Conv3d(5, 7, (k, 1, 1), padding=(k - 1, 0, 0)).double()
+    assert conv._pointwise
+    reference = nn.Conv3d(5, 7, (k, 1, 1), padding=(k - 1, 0, 0)).double()
+    reference.load_state_dict(conv.state_dict())
+    if channels_last:  # time outermost, channels innermost: every frame is a channels-last (B, C, H, W)
+        clip = torch.randn(6, 2, 4, 3, 5, dtype=torch.float64).permute(1, 4, 0, 2, 3)
+        assert clip[:, :, 0].is_contiguous(memory_format=torch.channels_last) and not clip[:, :, 0].is_contiguous()
+    else:
+        clip = torch.randn(2, 5, 6, 4, 3, dtype=torch.float64)
+    assert_steps_match(conv, clip, reference(clip), atol=1e-10)
+
+
 DEPTHWISE_GRID = [(k, s, p, d) for k, s, p, d in GRID if k > 1 and s < 3 and d * (k - 1) >= p]
 
 
