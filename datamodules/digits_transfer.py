@@ -135,8 +135,8 @@ class DigitsTransferDataModule(ImageDataModule):
     """The pretrain or adapt task of the built-in digits (module docstring); the default data of the SPA configs
     on CPU. Batches are ``(float32 (B, 3, S, S), int64 (B,))``.
 
-    ``num_classes`` (optional) must equal the task's class count when given. ``seed`` fixes the train/test split
-    and the shuffling. ``transforms`` is accepted for uniform configs: both variants give the shift augmentation
+    ``num_classes`` (optional) must equal the task's class count when given. ``seed`` fixes the shuffling (None: torch's
+    global generator) and, unless ``split_seed`` is given, the train/test split. ``transforms`` is accepted for uniform configs: both variants give the shift augmentation
     (the digits have no published counterpart). ``root`` is not read: nothing is stored on disk. ``num_workers``
     defaults to 0: the samples are in memory and worker processes would cost more than they give.
     """
@@ -157,7 +157,8 @@ class DigitsTransferDataModule(ImageDataModule):
         transforms: str = "head",
         drop_last_eval: bool = False,
         pin_memory: bool | None = None,
-        seed: int = 0,
+        seed: int | None = 0,
+        split_seed: int | None = None,
     ) -> None:
         self.task_digits = task_classes(task, pretrain_classes)
         if num_classes is not None and num_classes != len(self.task_digits):
@@ -180,6 +181,7 @@ class DigitsTransferDataModule(ImageDataModule):
         )
         self.save_hyperparameters(logger=False)
         self.task = task
+        self.split_seed = split_seed
         self.test_fraction = test_fraction
         self.classes = [str(d) for d in self.task_digits]
         #: normalisation statistics of the task's training images, set when the first split is built
@@ -197,7 +199,8 @@ class DigitsTransferDataModule(ImageDataModule):
             images = torch.from_numpy(pixels)[:, None]
             images = F.interpolate(images, size=(self.image_size,) * 2, mode="bilinear", antialias=True)
             images = images.clamp_(0, 1).expand(-1, 3, -1, -1).contiguous()
-            train, test = stratified_split(digits, test_fraction=self.test_fraction, seed=self.seed)
+            split_seed = self.split_seed if self.split_seed is not None else (self.seed or 0)
+            train, test = stratified_split(digits, test_fraction=self.test_fraction, seed=split_seed)
             self._splits = {
                 "train": (images[train], torch.from_numpy(labels[train])),
                 "test": (images[test], torch.from_numpy(labels[test])),

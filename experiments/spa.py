@@ -64,7 +64,7 @@ def _digits_pretrained(cfg: DictConfig) -> Path:
     if path.exists():
         return path
     log.info(f"pretraining {m.name} on digits {classes} (cached at {path})")
-    dm = hydra.utils.instantiate(d.datamodule, task="pretrain", seed=0)
+    dm = hydra.utils.instantiate(d.datamodule, task="pretrain", split_seed=0, seed=0)
     dm.setup("fit")
     torch.manual_seed(0)
     system = ImageClassifier(build(m.name, num_classes=dm.num_classes), lr=pre.lr, weight_decay=5e-4)
@@ -85,8 +85,9 @@ def build_net(cfg: DictConfig, num_classes: int) -> nn.Module:
     if m.pretrained == "digits":
         net = build(m.name, num_classes=num_classes, **kwargs)
         state = torch.load(_digits_pretrained(cfg), map_location="cpu", weights_only=True)
-        own = net.state_dict()
-        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}  # the head is new
+        own, head = net.state_dict(), f"{m.get('head', 'fc')}."
+        # a new task gets a new head (as published), even where the class counts happen to match
+        state = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape and not k.startswith(head)}
         missing = net.load_state_dict(state, strict=False).missing_keys
         log.info(f"loaded digits-pretrained weights; new: {missing}")
         return net

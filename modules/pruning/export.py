@@ -70,7 +70,7 @@ def export_pruned(net: nn.Module, graph: ChannelGraph, masks: Mapping[str, Tenso
                 _slice_linear(modules[name], *_inputs(graph, masks, keep, name))
     _check_runs(model, graph)
     before, after = count_parameters(net), count_parameters(model)
-    log.info("export_pruned: %d → %d parameters (%.1f%%)", before, after, 100 * after / max(before, 1))
+    log.debug("export_pruned: %d → %d parameters (%.1f%%)", before, after, 100 * after / max(before, 1))
     return model
 
 
