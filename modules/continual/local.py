@@ -47,17 +47,15 @@ class StepLocal(CoModule):
     def _check_local(self, clip_dims: int) -> None:
         """Raise when this module, as configured now, mixes time steps (checked once per configuration: this
         runs on every step of every local module)."""
-        key = (
-            clip_dims,
-            self.training,
-            *(getattr(self, a, None) for a in ("dim", "track_running_stats", "start_dim", "end_dim")),
-        )
-        if self.__dict__.get("_checked_local") == key:
+        state = self.__dict__  # plain attributes: nn.Module.__getattr__ on a missing name raises, which is slow
+        key = (clip_dims, state.get("training"), *(state.get(a) for a in ("dim", "track_running_stats", "start_dim")))
+        key += (state.get("end_dim"),)
+        if state.get("_checked_local") == key:
             return
         reason = _nonlocal_reason(self, clip_dims)
         if reason:
             raise UnsupportedModuleError(f"{type(self).__name__} cannot run step by step: {reason}")
-        self.__dict__["_checked_local"] = key
+        state["_checked_local"] = key
 
 
 def _nonlocal_reason(module: nn.Module, clip_dims: int) -> str | None:
