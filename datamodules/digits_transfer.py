@@ -136,7 +136,8 @@ class DigitsTransferDataModule(ImageDataModule):
     on CPU. Batches are ``(float32 (B, 3, S, S), int64 (B,))``.
 
     ``num_classes`` (optional) must equal the task's class count when given. ``seed`` fixes the shuffling (None: torch's
-    global generator) and, unless ``split_seed`` is given, the train/test split. ``transforms`` is accepted for uniform configs: both variants give the shift augmentation
+    global generator) and, unless ``split_seed`` is given, the train/test split. ``transforms`` is accepted for
+    uniform configs: both variants give the shift augmentation
     (the digits have no published counterpart). ``root`` is not read: nothing is stored on disk. ``num_workers``
     defaults to 0: the samples are in memory and worker processes would cost more than they give.
     """

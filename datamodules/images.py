@@ -26,13 +26,11 @@ Datamodules never import ``modules/``.
 from __future__ import annotations
 
 import logging
-import multiprocessing as mp
-import multiprocessing.context
 import os
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import numpy as np
 import pytorch_lightning as pl
@@ -41,6 +39,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
+
+from datamodules.shared_counter import SharedCounter
 
 __all__ = [
     "EVAL_RESIZE_RATIO",
@@ -52,7 +52,6 @@ __all__ = [
     "ImageDataModule",
     "ImageDecodeError",
     "ImageFileDataset",
-    "SharedCount",
     "default_num_workers",
     "image_transform",
     "listed_files_dataset",
@@ -202,37 +201,6 @@ class ArrayImageDataset(Dataset):
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
 
-class SharedCount:
-    """An integer that DataLoader worker processes increment and the main process reads (as
-    ``video.SharedCounter``): a ``multiprocessing.Value`` made in the spawn context, which reaches workers started
-    by fork or spawn alike; copied otherwise (``pickle``, ``deepcopy``) it becomes a detached count."""
-
-    def __init__(self, value: int = 0) -> None:
-        self._value = _shared_int(value)
-
-    @property
-    def value(self) -> int:
-        return int(self._value.value)
-
-    def increment(self) -> int:
-        with self._value.get_lock():
-            self._value.value += 1
-            return int(self._value.value)
-
-    def __getstate__(self) -> dict:
-        # a Value may be pickled only while a process is being spawned
-        if multiprocessing.context.get_spawning_popen() is None:
-            return {"value": self.value}
-        return {"shared": self._value}
-
-    def __setstate__(self, state: dict) -> None:
-        self._value = state["shared"] if "shared" in state else _shared_int(state["value"])
-
-
-def _shared_int(value: int) -> Any:
-    return mp.get_context("spawn").Value("q", value)
-
-
 class ImageFileDataset(Dataset):
     """``(image, label)`` pairs from image files, decoded by ``read_rgb``; unreadable files are skipped.
 
@@ -266,7 +234,7 @@ class ImageFileDataset(Dataset):
         self.random = train
         self.missing = list(missing)
         self.unreadable = list(unreadable)
-        self._failed = SharedCount()
+        self._failed = SharedCounter()
         self._known_bad: set[int] = set()  # per worker process; only saves decoding a bad file twice
 
     @property

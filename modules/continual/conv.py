@@ -40,7 +40,7 @@ def replicate_pad_time(clip: Tensor, before: int, after: int) -> Tensor:
     return torch.cat(parts, dim=2) if len(parts) > 1 else clip
 
 
-def _pointwise(x: Tensor, w: Tensor) -> Tensor:
+def _pointwise_conv(x: Tensor, w: Tensor) -> Tensor:
     """``conv(x, w)`` for a 1x1 kernel as one matrix product, keeping ``x``'s memory layout."""
     w2 = w.flatten(1)  # (C_out, C_in)
     if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
@@ -149,7 +149,7 @@ class _ContinualConv(StatefulModule):
             padding = self.padding[1:]
         w = self._step_weight()
         if self._pointwise:
-            y = _pointwise(step, w)
+            y = _pointwise_conv(step, w)
         elif self._nd == 1:
             y = (
                 F.linear(step, w)
