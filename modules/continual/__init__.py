@@ -20,7 +20,7 @@ from .conv import Conv1d, Conv2d, Conv3d
 from .convert import UnsupportedModuleError, continual, register
 from .delay import Delay, Skip
 from .fuse import fold_batchnorm
-from .graph import CudaGraphStep
+from .graph import CompiledStep, CudaGraphStep
 from .linear import Linear
 from .local import StepLocal, local
 from .pooling import (
@@ -49,6 +49,7 @@ __all__ = [
     "Broadcast",
     "BroadcastReduce",
     "CoModule",
+    "CompiledStep",
     "Conditional",
     "ContainerModule",
     "Conv1d",

@@ -1,17 +1,28 @@
-"""Replay a warmed-up continual step as a CUDA graph.
+"""Replay a warmed-up continual step as a CUDA graph, or as one compiled program (any device).
 
 A step is a chain of small kernels; launching them one by one from Python bounds a single stream's frame rate by
 launch overhead, not arithmetic. Because the core writes its state in place and keeps step counters on the host,
-a step taken once the window is full can be captured and replayed: each replay reads the new frame from a static
-input buffer, updates the state tensors where they are, and writes the output into a static buffer.
+a step taken once the window is full does the same thing at every step (or every ``stride`` steps): it can be
+captured once and replayed.
+
+* ``CudaGraphStep``: each replay reads the new frame from a static input buffer, updates the state tensors where
+  they are, and writes the output into a static buffer.
+* ``CompiledStep``: the steady-state step is traced to an aten graph (``make_fx``; weights and state tensors are
+  constants of the graph, the state updated in place) and compiled, by default with inductor, which fuses the
+  elementwise work between convolutions and matrix products and runs the step as one generated program: on CPU
+  that removes most of a step's per-operator cost (about 40 % of a CoX3D-S step on 2 cores).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import Tensor, nn
+from torch.fx.experimental.proxy_tensor import make_fx
 
-__all__ = ["CudaGraphStep", "warm_until_output"]
+__all__ = ["CompiledStep", "CudaGraphStep", "warm_until_output"]
 
 
 def warm_until_output(net: nn.Module, step: Tensor, extra_steps: int = 0) -> int:
@@ -57,3 +68,51 @@ class CudaGraphStep:
         self.static_in.copy_(step, non_blocking=True)
         self.graph.replay()
         return self.static_out
+
+
+class CompiledStep:
+    """``CompiledStep(net, first_step)`` starts a fresh stream in ``net``, steps ``first_step`` through it until it
+    emits (plus ``warmup_steps``), then traces the next ``net.stride[0]`` steps, one graph per phase, and compiles
+    them with ``torch.compile(backend=backend)``. Calling it with a step runs the next phase's program and returns
+    its output (a new tensor) or None on a step that does not emit.
+
+    ``backend="inductor"`` (default) generates fused kernels: the first call of each phase compiles (tens of
+    seconds for X3D-S on 2 CPU cores; cached by inductor across processes); ``"eager"`` replays the traced graph
+    op by op (no compilation; the same results, for checking); any other torch.compile backend name works.
+
+    The compiled programs hold ``net``'s state tensors: while it is in use, step the stream only through it
+    (``net.forward_step``, ``clean_state`` or ``set_state`` would desynchronise the two); for a new stream build a
+    new ``CompiledStep``. Requirements: eval mode; steps are taken without autograd.
+    """
+
+    def __init__(self, net: nn.Module, first_step: Tensor, backend: str = "inductor", warmup_steps: int = 3) -> None:
+        if net.training:
+            raise ValueError("CompiledStep needs net.eval(): training-mode layers cannot step")
+        self.net = net
+        self.backend = backend
+        # Not in inference mode: the state must stay ordinary tensors that the programs may update in place.
+        with torch.inference_mode(False), torch.no_grad():
+            self.static_in = first_step.clone()  # one input tensor for every call: stable compile guards
+            net.clean_state()
+            warm_until_output(net, self.static_in, warmup_steps)
+            self._phases = [
+                self._compile(make_fx(lambda x: self._traced(x))(self.static_in)) for _ in range(int(net.stride[0]))
+            ]
+        self._next = 0
+
+    def _traced(self, step: Tensor) -> tuple[Tensor, ...]:
+        out = self.net.forward_step(step)
+        # A fresh output tensor: a net may return a view of its state, which the next step overwrites.
+        return () if out is None else (out.clone(),)
+
+    def _compile(self, graph: torch.fx.GraphModule) -> Callable[[Tensor], Any]:
+        if self.backend == "eager":
+            return graph
+        return torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True)
+
+    def __call__(self, step: Tensor) -> Tensor | None:
+        with torch.inference_mode(False), torch.no_grad():
+            self.static_in.copy_(step)
+            out = self._phases[self._next](self.static_in)
+        self._next = (self._next + 1) % len(self._phases)
+        return out[0] if out else None

@@ -1,0 +1,107 @@
+"""``CompiledStep``: a warmed-up step traced once (per stride phase) and replayed or compiled equals eager stepping."""
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from modules import continual as co
+
+
+def _net(temporal_stride: int = 1) -> nn.Module:
+    torch.manual_seed(0)
+    return co.Sequential(
+        co.Conv3d(3, 8, 3, padding=1),
+        nn.BatchNorm3d(8),
+        nn.ReLU(),
+        co.Residual(co.Conv3d(8, 8, (3, 3, 3), padding=(1, 1, 1), groups=8)),  # depthwise: an input window
+        co.Conv3d(8, 8, (2, 1, 1), stride=(temporal_stride, 1, 1)),
+        co.MaxPool3d((2, 2, 2), stride=(1, 2, 2)),
+        co.AdaptiveAvgPool3d((1, 1, 1), temporal_window=4),
+        co.Linear(8, 5),
+    ).eval()
+
+
+def _expected(net: nn.Module, first: torch.Tensor, clip: torch.Tensor, fed: int) -> list[torch.Tensor | None]:
+    """Eager outputs of a copy of ``net`` for ``fed`` copies of ``first`` (the warm-up), then ``clip``'s frames."""
+    twin = copy.deepcopy(net)
+    twin.clean_state()
+    for _ in range(fed):
+        twin.forward_step(first)
+    return [twin.forward_step(clip[:, :, t]) for t in range(clip.shape[2])]
+
+
+def _check(net: nn.Module, backend: str, steps: int = 12, device: str = "cpu") -> list[torch.Tensor | None]:
+    net = net.to(device)
+    clip = torch.randn(2, 3, steps, 8, 8, device=device)
+    first = torch.randn(2, 3, 8, 8, device=device)
+    warmup = 2
+    stride = net.stride[0]
+    with torch.no_grad():
+        net.clean_state()
+        fed = co.graph.warm_until_output(copy.deepcopy(net), first, warmup) + stride  # warm-up, then one per phase
+        expected = _expected(net, first, clip, fed)
+        compiled = co.CompiledStep(net, first, backend=backend, warmup_steps=warmup)
+        outputs = [compiled(clip[:, :, t]) for t in range(steps)]
+    for out, ref in zip(outputs, expected, strict=True):
+        assert (out is None) == (ref is None)
+        if ref is not None:
+            tol = 1e-5 if device == "cpu" else 1e-3  # CUDA: kernels chosen differently (cuDNN, TF32, triton)
+            torch.testing.assert_close(out, ref, atol=tol, rtol=tol)
+    return outputs
+
+
+def test_replayed_trace_equals_eager_steps() -> None:
+    outputs = _check(_net(), "eager")
+    assert all(o is not None for o in outputs)
+
+
+def test_strided_net_cycles_through_one_trace_per_phase() -> None:
+    net = _net(temporal_stride=2)
+    outputs = _check(net, "eager")
+    assert [o is None for o in outputs].count(True) == len(outputs) // 2  # every other step emits
+    assert len(co.CompiledStep(net, torch.randn(1, 3, 8, 8), backend="eager")._phases) == 2
+
+
+def test_functionalised_state_updates_persist_across_calls() -> None:
+    # aot_eager: dynamo + AOTAutograd functionalise the in-place state writes and must write them back
+    torch._dynamo.reset()
+    _check(_net(), "aot_eager", steps=8)
+
+
+def test_output_is_a_fresh_tensor_not_the_state() -> None:
+    net = co.Sequential(co.Delay(2)).eval()  # returns a frame of its own state
+    with torch.no_grad():
+        compiled = co.CompiledStep(net, torch.zeros(1, 2), backend="eager", warmup_steps=0)
+        a = compiled(torch.ones(1, 2))
+        compiled(torch.full((1, 2), 2.0))
+        compiled(torch.full((1, 2), 3.0))
+    assert torch.equal(a, torch.zeros(1, 2))  # the value emitted then, not overwritten by later steps
+
+
+def test_compiled_step_in_inference_mode_and_with_grad_enabled() -> None:
+    net = _net()
+    with torch.inference_mode():
+        compiled = co.CompiledStep(net, torch.randn(1, 3, 8, 8), backend="eager")
+        assert compiled(torch.randn(1, 3, 8, 8)) is not None
+    out = compiled(torch.randn(1, 3, 8, 8))
+    assert out is not None and not out.requires_grad
+
+
+def test_refuses_training_mode() -> None:
+    with pytest.raises(ValueError, match="eval"):
+        co.CompiledStep(_net().train(), torch.randn(1, 3, 8, 8))
+
+
+@pytest.mark.slow  # inductor compiles C++ (~20-40 s on 2 cores)
+def test_inductor_compiled_step_equals_eager() -> None:
+    torch._dynamo.reset()
+    _check(_net(temporal_stride=2), "inductor", steps=6)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_inductor_compiled_step_on_cuda() -> None:
+    torch._dynamo.reset()
+    _check(_net(temporal_stride=2), "inductor", steps=6, device="cuda")
