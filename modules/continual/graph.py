@@ -83,11 +83,23 @@ class CompiledStep:
     The compiled programs hold ``net``'s state tensors: while it is in use, step the stream only through it
     (``net.forward_step``, ``clean_state`` or ``set_state`` would desynchronise the two); for a new stream build a
     new ``CompiledStep``. Requirements: eval mode; steps are taken without autograd.
+
+    ``cuda_graph=True`` (CUDA) also records each compiled phase as a CUDA graph, so a step is one graph launch of
+    the fused kernels; the output is then a static buffer that the next call of that phase overwrites.
     """
 
-    def __init__(self, net: nn.Module, first_step: Tensor, backend: str = "inductor", warmup_steps: int = 3) -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        first_step: Tensor,
+        backend: str = "inductor",
+        warmup_steps: int = 3,
+        cuda_graph: bool = False,
+    ) -> None:
         if net.training:
             raise ValueError("CompiledStep needs net.eval(): training-mode layers cannot step")
+        if cuda_graph and first_step.device.type != "cuda":
+            raise ValueError("CompiledStep(cuda_graph=True) needs the step on a CUDA device")
         self.net = net
         self.backend = backend
         # Not in inference mode: the state must stay ordinary tensors that the programs may update in place.
@@ -96,9 +108,30 @@ class CompiledStep:
             net.clean_state()
             warm_until_output(net, self.static_in, warmup_steps)
             self._phases = [
-                self._compile(make_fx(lambda x: self._traced(x))(self.static_in)) for _ in range(int(net.stride[0]))
+                self._compile(make_fx(lambda x: self._traced(x))(self.static_in)) for _ in range(self._period)
             ]
+            if cuda_graph:
+                self._phases = [self._capture(phase) for phase in self._phases]
         self._next = 0
+
+    @property
+    def _period(self) -> int:
+        return int(self.net.stride[0])
+
+    def _capture(self, phase: Callable[[Tensor], Any]) -> Callable[[Tensor], Any]:
+        """``phase`` recorded as a CUDA graph, after one real call (it compiles and steps the stream once, so the
+        phases, captured in order, stay in turn)."""
+        phase(self.static_in)
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize(self.static_in.device)
+        with torch.cuda.graph(graph):
+            static_out = phase(self.static_in)
+
+        def replay(_: Tensor) -> Any:
+            graph.replay()
+            return static_out
+
+        return replay
 
     def _traced(self, step: Tensor) -> tuple[Tensor, ...]:
         out = self.net.forward_step(step)
@@ -111,7 +144,7 @@ class CompiledStep:
         return torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True)
 
     def __call__(self, step: Tensor) -> Tensor | None:
-        with torch.inference_mode(False), torch.no_grad():
+        with torch.inference_mode(False), torch.no_grad():  # as traced: no autograd, ordinary tensors
             self.static_in.copy_(step)
             out = self._phases[self._next](self.static_in)
         self._next = (self._next + 1) % len(self._phases)

@@ -32,7 +32,9 @@ def _expected(net: nn.Module, first: torch.Tensor, clip: torch.Tensor, fed: int)
     return [twin.forward_step(clip[:, :, t]) for t in range(clip.shape[2])]
 
 
-def _check(net: nn.Module, backend: str, steps: int = 12, device: str = "cpu") -> list[torch.Tensor | None]:
+def _check(
+    net: nn.Module, backend: str, steps: int = 12, device: str = "cpu", cuda_graph: bool = False
+) -> list[torch.Tensor | None]:
     net = net.to(device)
     clip = torch.randn(2, 3, steps, 8, 8, device=device)
     first = torch.randn(2, 3, 8, 8, device=device)
@@ -42,8 +44,10 @@ def _check(net: nn.Module, backend: str, steps: int = 12, device: str = "cpu") -
         net.clean_state()
         fed = co.graph.warm_until_output(copy.deepcopy(net), first, warmup) + stride  # warm-up, then one per phase
         expected = _expected(net, first, clip, fed)
-        compiled = co.CompiledStep(net, first, backend=backend, warmup_steps=warmup)
-        outputs = [compiled(clip[:, :, t]) for t in range(steps)]
+        compiled = co.CompiledStep(net, first, backend=backend, warmup_steps=warmup, cuda_graph=cuda_graph)
+        if cuda_graph:  # capturing stepped each phase once more (in turn)
+            expected = _expected(net, first, clip, fed + stride)
+        outputs = [None if (o := compiled(clip[:, :, t])) is None else o.clone() for t in range(steps)]
     for out, ref in zip(outputs, expected, strict=True):
         assert (out is None) == (ref is None)
         if ref is not None:
@@ -102,6 +106,12 @@ def test_inductor_compiled_step_equals_eager() -> None:
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_inductor_compiled_step_on_cuda() -> None:
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_inductor_compiled_step_on_cuda(cuda_graph: bool) -> None:
     torch._dynamo.reset()
-    _check(_net(temporal_stride=2), "inductor", steps=6, device="cuda")
+    _check(_net(temporal_stride=2), "inductor", steps=6, device="cuda", cuda_graph=cuda_graph)
+
+
+def test_cuda_graph_needs_a_cuda_step() -> None:
+    with pytest.raises(ValueError, match="CUDA"):
+        co.CompiledStep(_net(), torch.randn(1, 3, 8, 8), backend="eager", cuda_graph=True)
