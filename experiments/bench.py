@@ -1,23 +1,29 @@
 """Benchmark clip models against their continual twins: ``python -m experiments.bench`` (``make bench-cox3d``).
 
 For each pair, in one run on each device: the clip model's clips/s on ``(B, 3, frames, crop, crop)`` and the
-continual twin's frames/s (a warmed-up ``forward_step`` per prediction), both at ``batch_size`` (default 1),
-each call including the host→device input copy and device→host output copy; their ratio is the speed-up per
-prediction. On CUDA the twin is also timed as a replayed CUDA graph (``modules.continual.CudaGraphStep``).
+continual twin's predictions/s (frames/s for a temporal stride of 1; warmed-up ``forward_step`` calls), both at
+``batch_size`` (default 1), each call including the host→device input copy and device→host output copy; their
+ratio is the speed-up per prediction.
 
-With ``compile`` (on the devices in ``compile_devices``), both nets are also timed compiled by inductor, the same
-treatment for each: the clip model through ``torch.compile``, the twin's warmed-up step through
-``modules.continual.CompiledStep``; ``speedup_compiled`` is the ratio of those two rates. The first calls compile
-(excluded from the timing, logged); on CUDA the compiled step is also timed replayed as a CUDA graph
-(``frames_per_s_compiled_graph``). ``speedup_best`` divides the twin's best rate by the clip model's best rate.
+Variants, each timed where configured: ``compile`` (on ``compile_devices``) times both nets compiled by inductor,
+the same treatment for each (``torch.compile`` for the clip model, ``modules.continual.CompiledStep`` for the
+twin's step; ``speedup_compiled``); ``cuda_graph`` on CUDA times the twin's step replayed as a CUDA graph
+(``CudaGraphStep``, and the compiled step as a CUDA graph when compiling). ``speedup_best`` divides the twin's
+best rate by the clip model's best rate.
+
+Every variant is timed in ``rounds`` interleaved rounds of ``round_seconds`` each, so that a machine whose speed
+drifts during the run (a shared VM) slows all of them alike; a rate is the batch size over the median call time.
+The first calls (``warmup``, compilation included) are not timed.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,80 +33,104 @@ from omegaconf import DictConfig
 
 from modules.continual import CompiledStep, CudaGraphStep, fold_batchnorm
 from modules.nets import build
-from modules.profiling import _time_calls, profile_model
+from modules.profiling import profile_model
 
 log = logging.getLogger(__name__)
 
-
-def _graph_rate(net: torch.nn.Module, shape: tuple[int, ...], warmup: int, repeats: int) -> float:
-    """Frames/s of the twin's step replayed as a CUDA graph, host copies included."""
-    host = torch.randn(shape)
-    net.clean_state()
-    graphed = CudaGraphStep(net, host.cuda())
-    seconds = []
-    for i in range(warmup + repeats):
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        graphed(host.cuda(non_blocking=True)).to("cpu")
-        torch.cuda.synchronize()
-        if i >= warmup:
-            seconds.append(time.perf_counter() - start)
-    return shape[0] / statistics.fmean(seconds)
+Predict = Callable[[], Any]
 
 
-def _compiled_rates(
-    clip_net: torch.nn.Module, twin: torch.nn.Module, pair: DictConfig, device: str, cfg: DictConfig
-) -> dict[str, float]:
-    """Clips/s of the compiled clip model and predictions/s of the twin's compiled step (``cfg.compile_backend``,
-    default inductor), host copies included."""
-    batch, crop = int(cfg.batch_size), int(pair.crop)
-    host_clip = torch.randn(batch, 3, int(pair.frames), crop, crop)
-    host_step = torch.randn(batch, 3, crop, crop)
-    dev = torch.device(device)
-    rates = {}
-    with torch.no_grad():
-        start = time.perf_counter()
-        backend = str(cfg.get("compile_backend", "inductor"))
-        clip_fn = torch.compile(clip_net.to(dev), backend=backend, dynamic=False)
-        clip_fn(host_clip.to(dev))
-        stepper = CompiledStep(twin, host_step.to(dev), backend=backend)
-        steps = int(twin.stride[0])
-        for _ in range(steps):  # each phase's program compiles on its first call
-            stepper(host_step.to(dev))
-        log.info(f"compiled {pair.clip} and {pair.continual}'s step in {time.perf_counter() - start:.0f} s")
-
-        def predict() -> torch.Tensor | None:  # stride[0] steps make one prediction, as in the eager timing
-            out = None
-            for _ in range(steps):
-                out = stepper(host_step.to(dev))
-            return None if out is None else out.to("cpu")
-
-        calls = {"clips_per_s_compiled": lambda: clip_fn(host_clip.to(dev)).to("cpu"), "frames_per_s_compiled": predict}
-        for key, fn in calls.items():
-            seconds = _time_calls(fn, dev, int(cfg.warmup), int(cfg.repeats))
-            rates[key] = statistics.fmean(batch / s for s in seconds)  # as profile_model's throughput_mean
-        if dev.type == "cuda" and cfg.cuda_graph:  # the fused kernels of a step as one CUDA graph launch
-            stepper = CompiledStep(twin, host_step.to(dev), backend=backend, cuda_graph=True)
-            seconds = _time_calls(predict, dev, int(cfg.warmup), int(cfg.repeats))
-            rates["frames_per_s_compiled_graph"] = statistics.fmean(batch / s for s in seconds)
-    return rates
-
-
-def _inference_net(name: str, fold_bn: bool) -> torch.nn.Module:
+def _inference_net(name: str, fold_bn: bool, device: torch.device) -> torch.nn.Module:
     """The registered net in eval mode; with ``fold_bn`` its BatchNorms folded into the convs (the same
     treatment for the clip model and its twin, so the ratio compares like with like)."""
     net = build(name).eval()
-    return fold_batchnorm(net, inplace=True) if fold_bn else net
+    return (fold_batchnorm(net, inplace=True) if fold_bn else net).to(device)
+
+
+def _stepper(step: Callable[[torch.Tensor], Any], host_step: torch.Tensor, dev: torch.device, steps: int) -> Predict:
+    """One prediction: ``steps`` (the twin's temporal stride) steps, the last of which emits."""
+
+    def predict() -> Any:
+        out = None
+        for _ in range(steps):
+            out = step(host_step.to(dev, non_blocking=True))
+        if out is None:
+            raise RuntimeError(f"no output after {steps} steps past the warm-up")
+        return out.to("cpu")
+
+    return predict
+
+
+def _variants(
+    clip_net: torch.nn.Module, twin: torch.nn.Module, pair: DictConfig, dev: torch.device, cfg: DictConfig
+) -> dict[str, Predict]:
+    """Rate name -> one prediction, for every variant configured for this device."""
+    batch, crop = int(cfg.batch_size), int(pair.crop)
+    host_clip = torch.randn(batch, 3, int(pair.frames), crop, crop)
+    host_step = torch.randn(batch, 3, crop, crop)
+    steps = int(twin.stride[0])
+    twin.clean_state()
+    for _ in range(twin.delay + 1):  # fill the window: every later block of `steps` steps ends on an output
+        twin.forward_step(host_step.to(dev))
+    calls = {
+        "clips_per_s": lambda: clip_net(host_clip.to(dev, non_blocking=True)).to("cpu"),
+        "frames_per_s": _stepper(twin.forward_step, host_step, dev, steps),
+    }
+    compiled = bool(cfg.get("compile", False)) and dev.type in cfg.get("compile_devices", ["cpu"])
+    if compiled:
+        backend = str(cfg.get("compile_backend", "inductor"))
+        clip_fn = torch.compile(clip_net, backend=backend, dynamic=False)
+        calls["clips_per_s_compiled"] = lambda: clip_fn(host_clip.to(dev, non_blocking=True)).to("cpu")
+        # each variant steps its own copy: a CompiledStep or CudaGraphStep owns its net's stream
+        step = CompiledStep(copy.deepcopy(twin), host_step.to(dev), backend=backend)
+        calls["frames_per_s_compiled"] = _stepper(step, host_step, dev, steps)
+    if dev.type == "cuda" and cfg.cuda_graph and steps == 1:
+        calls["frames_per_s_graph"] = _stepper(CudaGraphStep(copy.deepcopy(twin), host_step.cuda()), host_step, dev, 1)
+        if compiled:
+            step = CompiledStep(copy.deepcopy(twin), host_step.cuda(), backend=backend, cuda_graph=True)
+            calls["frames_per_s_compiled_graph"] = _stepper(step, host_step, dev, 1)
+    return calls
+
+
+def _interleaved_rates(calls: dict[str, Predict], batch: int, dev: torch.device, cfg: DictConfig) -> dict[str, float]:
+    """``name`` (batch over the median call time) and ``name_std`` (std of the per-call rates) for each call."""
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    with torch.inference_mode():  # as a deployed stream runs (CompiledStep leaves it for its own programs)
+        for name, fn in calls.items():
+            start = time.perf_counter()
+            for _ in range(max(1, int(cfg.warmup))):  # the first call compiles, for compiled variants
+                fn()
+            log.info(f"  {name}: warm-up (compilation included) {time.perf_counter() - start:.1f} s")
+        seconds: dict[str, list[float]] = {name: [] for name in calls}
+        for _ in range(int(cfg.rounds)):
+            for name, fn in calls.items():
+                spent = 0.0
+                while spent < float(cfg.round_seconds) or len(seconds[name]) < 2:
+                    sync()
+                    start = time.perf_counter()
+                    fn()
+                    sync()
+                    seconds[name].append(time.perf_counter() - start)
+                    spent += seconds[name][-1]
+    rates = {}
+    for name, samples in seconds.items():
+        rates[name] = batch / statistics.median(samples)
+        rates[f"{name}_std"] = statistics.stdev(batch / s for s in samples)
+        rates[f"{name}_calls"] = len(samples)
+    return rates
 
 
 def bench_pair(pair: DictConfig, device: str, cfg: DictConfig) -> dict[str, Any]:
+    dev = torch.device(device)
     clip_shape = (3, int(pair.frames), int(pair.crop), int(pair.crop))
-    kwargs = {"batch_size": cfg.batch_size, "device": device, "warmup": cfg.warmup, "repeats": cfg.repeats}
     fold_bn = bool(cfg.get("fold_bn", False))
-    clip = profile_model(_inference_net(pair.clip, fold_bn), mode="clip", input_shape=clip_shape, **kwargs)
-    twin_net = _inference_net(pair.continual, fold_bn)
-    frame = profile_model(twin_net, mode="frame", input_shape=clip_shape, **kwargs)
-    row = {
+    clip_net = _inference_net(pair.clip, fold_bn, dev)
+    twin = _inference_net(pair.continual, fold_bn, dev)
+    # FLOPs (and the device name) from the profiler; the rates come from the interleaved timing below
+    counts = {"batch_size": cfg.batch_size, "device": device, "warmup": 0, "repeats": 1}
+    clip = profile_model(clip_net, mode="clip", input_shape=clip_shape, **counts)
+    frame = profile_model(twin, mode="frame", input_shape=clip_shape, **counts)
+    row: dict[str, Any] = {
         "clip_model": pair.clip,
         "continual_model": pair.continual,
         "device": device,
@@ -110,19 +140,14 @@ def bench_pair(pair: DictConfig, device: str, cfg: DictConfig) -> dict[str, Any]
         "clip_gflops": clip["gflops_per_prediction"],
         "frame_gflops": frame["gflops_per_prediction"],
         "flop_ratio": clip["gflops_per_prediction"] / frame["gflops_per_prediction"],
-        "clips_per_s": clip["throughput_mean"],
-        "clips_per_s_std": clip["throughput_std"],
-        "frames_per_s": frame["throughput_mean"],
-        "frames_per_s_std": frame["throughput_std"],
     }
+    with torch.no_grad():
+        calls = _variants(clip_net, twin, pair, dev, cfg)
+    row.update(_interleaved_rates(calls, int(cfg.batch_size), dev, cfg))
     row["speedup"] = row["frames_per_s"] / row["clips_per_s"]
-    if cfg.get("compile", False) and device in cfg.get("compile_devices", ["cpu"]):
-        row.update(_compiled_rates(_inference_net(pair.clip, fold_bn), twin_net, pair, device, cfg))
+    if "frames_per_s_compiled" in row:
         row["speedup_compiled"] = row["frames_per_s_compiled"] / row["clips_per_s_compiled"]
-    if device == "cuda" and cfg.cuda_graph:
-        step_shape = (cfg.batch_size, 3, int(pair.crop), int(pair.crop))
-        with torch.no_grad():
-            row["frames_per_s_graph"] = _graph_rate(twin_net.eval(), step_shape, cfg.warmup, cfg.repeats)
+    if "frames_per_s_graph" in row:
         row["speedup_graph"] = row["frames_per_s_graph"] / row["clips_per_s"]
     # each net at its fastest measured setting (eager, compiled, CUDA graph): the ratio a user gets
     frame_keys = ("frames_per_s", "frames_per_s_compiled", "frames_per_s_graph", "frames_per_s_compiled_graph")

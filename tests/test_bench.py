@@ -8,7 +8,8 @@ from experiments.bench import bench
 def test_bench_reports_rates_and_ratios(compose_cfg, tmp_path):
     pair = "[{clip: conv_stack, continual: co_conv_stack, frames: 8, crop: 16}]"
     # the eager backend checks the compiled path's plumbing without inductor's C++ compilation
-    overrides = [f"pairs={pair}", "devices=[cpu]", "repeats=3", "warmup=1", "compile_backend=eager"]
+    overrides = [f"pairs={pair}", "devices=[cpu]", "rounds=2", "round_seconds=0.05", "warmup=1"]
+    overrides.append("compile_backend=eager")
     cfg = compose_cfg("bench.yaml", overrides)
     rows = bench(cfg)
     assert len(rows) == 1

@@ -115,3 +115,20 @@ def test_inductor_compiled_step_on_cuda(cuda_graph: bool) -> None:
 def test_cuda_graph_needs_a_cuda_step() -> None:
     with pytest.raises(ValueError, match="CUDA"):
         co.CompiledStep(_net(), torch.randn(1, 3, 8, 8), backend="eager", cuda_graph=True)
+
+
+def test_cox3d_tiny_traced_step_equals_eager() -> None:
+    # the real block structure: squeeze-excitation over the current frame, residual delays, depthwise windows
+    from modules.nets import build
+
+    torch.manual_seed(0)
+    net = build("cox3d_tiny").eval()
+    steps = 6
+    clip = torch.randn(1, 3, steps, 32, 32)
+    first = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        fed = co.graph.warm_until_output(copy.deepcopy(net), first, 0) + 1
+        expected = _expected(net, first, clip, fed)
+        compiled = co.CompiledStep(net, first, backend="eager", warmup_steps=0)
+        outputs = [compiled(clip[:, :, t]) for t in range(steps)]
+    torch.testing.assert_close(torch.stack(outputs), torch.stack(expected), atol=1e-5, rtol=1e-5)
