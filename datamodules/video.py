@@ -58,6 +58,9 @@ NORMALISATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
     # X3D / SlowFast (Feichtenhofer et al.): the Co3D default
     "feichtenhofer": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
     "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    # the third style of the co3d repository (LukasHedegaard/co3d, datasets/dataloader.py)
+    "kopuklu": ((0.4338692858, 0.4045515923, 0.37760875), (0.1519876776, 0.14855877375, 0.1569763971)),
+    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
 }
 
 

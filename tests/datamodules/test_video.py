@@ -121,6 +121,17 @@ def test_imagenet_normalisation_is_per_channel():
         VideoTransform(8, train=False, normalisation="nope")
 
 
+def test_kopuklu_and_none_normalisations_of_the_co3d_repository():
+    kopuklu = VideoTransform(8, train=False, normalisation="kopuklu")(_constant(255))
+    mean, std = (
+        torch.tensor([0.4338692858, 0.4045515923, 0.37760875]),
+        torch.tensor([0.1519876776, 0.14855877375, 0.1569763971]),
+    )
+    torch.testing.assert_close(kopuklu[:, 0, 0, 0], (1 - mean) / std)
+    plain = VideoTransform(8, train=False, normalisation="none")(_constant(51))
+    torch.testing.assert_close(plain, torch.full_like(plain, 51 / 255))
+
+
 def test_eval_transform_scales_the_short_side_and_crops_the_centre():
     # 30 x 60 frames whose columns are numbered 0..59: scaled to 10 x 20, the centre 10 x 10 crop keeps the
     # middle half of the columns, whose mean is the overall mean 29.5
