@@ -79,15 +79,18 @@ def _variants(
     compiled = bool(cfg.get("compile", False)) and dev.type in cfg.get("compile_devices", ["cpu"])
     if compiled:
         backend = str(cfg.get("compile_backend", "inductor"))
-        clip_fn = torch.compile(clip_net, backend=backend, dynamic=False)
+        options = dict(cfg.get("compile_options") or {}) or None  # the same settings for both nets
+        clip_fn = torch.compile(clip_net, backend=backend, dynamic=False, options=options)
         calls["clips_per_s_compiled"] = lambda: clip_fn(host_clip.to(dev, non_blocking=True)).to("cpu")
         # each variant steps its own copy: a CompiledStep or CudaGraphStep owns its net's stream
-        step = CompiledStep(copy.deepcopy(twin), host_step.to(dev), backend=backend)
+        step = CompiledStep(copy.deepcopy(twin), host_step.to(dev), backend=backend, options=options)
         calls["frames_per_s_compiled"] = _stepper(step, host_step, dev, steps)
     if dev.type == "cuda" and cfg.cuda_graph and steps == 1:
         calls["frames_per_s_graph"] = _stepper(CudaGraphStep(copy.deepcopy(twin), host_step.cuda()), host_step, dev, 1)
         if compiled:
-            step = CompiledStep(copy.deepcopy(twin), host_step.cuda(), backend=backend, cuda_graph=True)
+            step = CompiledStep(
+                copy.deepcopy(twin), host_step.cuda(), backend=backend, cuda_graph=True, options=options
+            )
             calls["frames_per_s_compiled_graph"] = _stepper(step, host_step, dev, 1)
     return calls
 

@@ -79,6 +79,7 @@ class CompiledStep:
     ``backend="inductor"`` (default) generates fused kernels: the first call of each phase compiles (tens of
     seconds for X3D-S on 2 CPU cores; cached by inductor across processes); ``"eager"`` replays the traced graph
     op by op (no compilation; the same results, for checking); any other torch.compile backend name works.
+    ``options`` go to ``torch.compile`` (inductor settings, e.g. ``{"cpp_wrapper": True}``).
 
     The compiled programs hold ``net``'s state tensors: while it is in use, step the stream only through it
     (``net.forward_step``, ``clean_state`` or ``set_state`` would desynchronise the two); for a new stream build a
@@ -95,6 +96,7 @@ class CompiledStep:
         backend: str = "inductor",
         warmup_steps: int = 3,
         cuda_graph: bool = False,
+        options: dict[str, Any] | None = None,
     ) -> None:
         if net.training:
             raise ValueError("CompiledStep needs net.eval(): training-mode layers cannot step")
@@ -102,6 +104,7 @@ class CompiledStep:
             raise ValueError("CompiledStep(cuda_graph=True) needs the step on a CUDA device")
         self.net = net
         self.backend = backend
+        self.options = options
         # Not in inference mode: the state must stay ordinary tensors that the programs may update in place.
         with torch.inference_mode(False), torch.no_grad():
             self.static_in = first_step.clone()  # one input tensor for every call: stable compile guards
@@ -141,7 +144,7 @@ class CompiledStep:
     def _compile(self, graph: torch.fx.GraphModule) -> Callable[[Tensor], Any]:
         if self.backend == "eager":
             return graph
-        return torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True)
+        return torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True, options=self.options)
 
     def __call__(self, step: Tensor) -> Tensor | None:
         with torch.inference_mode(False), torch.no_grad():  # as traced: no autograd, ordinary tensors
