@@ -77,7 +77,7 @@ eval-cox3d: install ## evaluate CoX3D under the frame protocol: ARGS="ckpt_path=
 profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinetics table row on CPU, batch 1 (~3 min) -> paper/results/kinetics400_profile.csv
 	$(PY) -m experiments.profile_table $(ARGS)
 
-bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~2 min CPU, ~5 the first time) -> outputs/bench/.../bench.json
+bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~3 min CPU, ~5 the first time) -> outputs/bench/.../bench.json
 	$(PY) -m experiments.bench $(ARGS)
 
 sweep-spa: install ## SPA grid: criterion x {fine-pruning, SPLoRA r8/r32, SPPaRA} x seeds (digits on CPU ~15 min; DATA=cifar10 ...) -> paper/results/spa_runs_<data>.csv
