@@ -83,7 +83,7 @@ class CompiledStep:
 
     The compiled programs hold ``net``'s state tensors: while it is in use, step the stream only through it
     (``net.forward_step``, ``clean_state`` or ``set_state`` would desynchronise the two); for a new stream build a
-    new ``CompiledStep`` (the same net traces to the same program, which inductor then loads from its cache: ~6 s
+    new ``CompiledStep`` (the same net traces to the same program, which inductor loads from its cache: 7-12 s
     for CoX3D-S on 2 CPU cores, warm-up and tracing included). Requirements: eval mode; steps are taken without
     autograd.
 
