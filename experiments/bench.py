@@ -32,6 +32,7 @@ import torch
 from omegaconf import DictConfig
 
 from modules.continual import CompiledStep, CudaGraphStep, fold_batchnorm
+from modules.continual.graph import warm_until_output
 from modules.nets import build
 from modules.profiling import profile_model
 
@@ -70,8 +71,7 @@ def _variants(
     host_step = torch.randn(batch, 3, crop, crop)
     steps = int(twin.stride[0])
     twin.clean_state()
-    for _ in range(twin.delay + 1):  # fill the window: every later block of `steps` steps ends on an output
-        twin.forward_step(host_step.to(dev))
+    warm_until_output(twin, host_step.to(dev))  # every later block of `steps` steps ends on an output
     calls = {
         "clips_per_s": lambda: clip_net(host_clip.to(dev, non_blocking=True)).to("cpu"),
         "frames_per_s": _stepper(twin.forward_step, host_step, dev, steps),
