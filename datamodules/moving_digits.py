@@ -8,16 +8,18 @@ a uniformly random place and angle whatever the class, so one frame cannot tell 
 time. (A tiny 3D CNN reaches 0.88 validation top-1 on 8-frame clips and 0.11, chance, on single frames; see the
 slow test in tests/datamodules/test_moving_digits.py.)
 
-The videos are H.264 mp4 files in the Kinetics-400 layout and JSON format::
+The videos are lossless H.264 mp4 files (libx264rgb, qp 0) in the Kinetics-400 layout and JSON format::
 
     <root>/moving_digits/data/{train,validate,test}/<motion>/<split>-<i:05d>_000000_<end:06d>.mp4
     <root>/moving_digits/splits/{train,validate,test}.json
     <root>/moving_digits/generation.json   (the parameters it was generated with)
 
-so the same ``KineticsDataset`` and decord decoder read them. Generation is deterministic (each video is drawn
-from its own seed ``(seed, split, index)``) and is redone when the parameters in ``generation.json`` differ.
-The default 1200/300/300 videos of 64 frames take ~25 s with 2 processes on 2 cores (50 s when other jobs load
-the machine); a video takes ~10 ms to render and ~14 ms to encode.
+so the same ``KineticsDataset`` and decord decoder read them. What is guaranteed: the decoded frames equal the
+rendered frames bit for bit (lossless RGB), and rendering is pure numpy seeded per video ``(seed, split, index)``,
+so the decoded dataset is identical for any number of worker processes and on every run. The mp4 bytes are not
+guaranteed (x264 may emit a different but equivalent bitstream). Generation is redone when the parameters in
+``generation.json`` differ. The default 1200/300/300 videos of 64 frames take ~45 s with 2 processes on 2 cores;
+a video takes ~10 ms to render and ~40 ms to encode (~150 KB: the pixel noise does not compress).
 """
 
 from __future__ import annotations
@@ -60,8 +62,8 @@ ROTATIONS = {"rotate_ccw": 1, "rotate_cw": -1}
 MOTIONS = (*TRANSLATIONS, *ROTATIONS)
 SPLITS = ("train", "validate", "test")
 MARKER = "generation.json"
-#: bump when the rendering changes, so that old folders are regenerated
-VERSION = 1
+#: bump when the rendering or encoding changes, so that old folders are regenerated (2: lossless RGB)
+VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,6 @@ class MovingDigitsParams:
     speed: tuple[float, float] = (0.75, 1.5)  # pixels per frame, translations
     angular_speed: tuple[float, float] = (3.0, 6.0)  # degrees per frame, rotations
     noise: float = 0.03  # std of the Gaussian pixel noise, in [0, 1] intensity units
-    crf: int = 12  # x264 constant rate factor: lower is closer to lossless
     seed: int = 0
     version: int = VERSION
 
@@ -156,16 +157,25 @@ def _wrap(d: np.ndarray, size: int) -> np.ndarray:
     return np.remainder(d + size / 2, size) - size / 2
 
 
-def encode_mp4(path: Path, frames: np.ndarray, fps: int, crf: int) -> None:
-    """Write ``uint8 (T, H, W, 3)`` frames as H.264 (yuv420p) with PyAV."""
+def encode_mp4(path: Path, frames: np.ndarray, fps: int, crf: int | None = None) -> None:
+    """Write ``uint8 (T, H, W, 3)`` frames as H.264 with PyAV.
+
+    ``crf=None`` (Moving Digits): lossless RGB (libx264rgb, qp 0), so decoding returns exactly ``frames``. An int
+    writes the lossy yuv420p H.264 of a typical download at that constant rate factor (tests of the readers).
+    Lossy x264 output is not reproducible bit for bit across runs on every machine, which is why generation
+    does not use it.
+    """
     import av  # only generation needs an encoder; decord reads the files
 
     with av.open(str(path), "w", format="mp4") as container:
-        stream = container.add_stream("libx264", rate=fps)
+        if crf is None:
+            stream = container.add_stream("libx264rgb", rate=fps)
+            stream.pix_fmt, stream.options = "rgb24", {"qp": "0", "preset": "veryfast"}
+        else:
+            stream = container.add_stream("libx264", rate=fps)
+            stream.pix_fmt, stream.options = "yuv420p", {"crf": str(crf), "preset": "veryfast"}
         stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": "veryfast"}
-        stream.thread_count = 1  # small frames: threads cost more than they give, and one thread is deterministic
+        stream.thread_count = 1  # small frames: threads cost more than they give
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())  # flush
@@ -191,7 +201,7 @@ def ensure_moving_digits(
 ) -> bool:
     """Generate the folder unless it holds these parameters' videos already; returns whether it generated.
 
-    ``workers`` processes render and encode in parallel (the files are the same for any number).
+    ``workers`` processes render and encode in parallel (the decoded frames are the same for any number).
 
     The videos are written into a temporary sibling folder that replaces ``dataset_dir`` only when complete, so
     an interrupted run never leaves a half-written set behind. A ``dataset_dir`` that exists without a marker was
@@ -261,7 +271,7 @@ def _write_video(video: tuple[Path, int, int, str], params: MovingDigitsParams) 
     path, split_index, index, motion = video
     rng = np.random.default_rng([params.seed, split_index, index])
     digits = _digit_images()
-    encode_mp4(path, render_video(digits[rng.integers(len(digits))], motion, params, rng), params.fps, params.crf)
+    encode_mp4(path, render_video(digits[rng.integers(len(digits))], motion, params, rng), params.fps)
     return 1
 
 
