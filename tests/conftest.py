@@ -75,8 +75,12 @@ def compose_cfg(tmp_path: Path) -> Iterator[Callable[..., DictConfig]]:
     GlobalHydra.instance().clear()
 
 
-def run_module(module: str, *args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run ``python -m module args`` and fail with its output if it exits non-zero."""
+def run_module(module: str, *args: str, cwd: Path, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` and fail with its output if it exits non-zero.
+
+    The timeout only catches a hung process: it is generous because a loaded 2-core machine runs these several
+    times slower than an idle one.
+    """
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.run(
         [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout

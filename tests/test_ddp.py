@@ -25,7 +25,7 @@ def test_two_process_cpu_ddp_trains_tests_and_writes_metrics(tmp_path):
         "callbacks.progress_bar.refresh_rate=0",
         f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
-        timeout=110,
+        timeout=900,
     )
     log = proc.stdout + proc.stderr
     assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, log[-3000:]
