@@ -1,5 +1,11 @@
-"""Entry points (``python -m experiments.<name>``); importing the package registers the config resolvers."""
+"""Entry points (``python -m experiments.<name>``), and ``experiments.run`` to call them from Python.
+
+Importing the package registers the config resolvers the configs use.
+"""
 
 from experiments import config_help
+from experiments.api import Run, run
 
 config_help.register()
+
+__all__ = ["Run", "run"]
