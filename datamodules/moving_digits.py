@@ -346,6 +346,10 @@ class MovingDigitsDataModule(KineticsDataModule):
         )
         self.progress = progress
 
+    def video_frames(self) -> int:
+        """Every generated video has ``num_frames`` frames at 30 fps, the clip frame rate."""
+        return self.params.num_frames
+
     def prepare_data(self) -> None:
         ensure_moving_digits(self.dataset_dir, self.params, progress=self.progress, workers=self.num_workers)
 
