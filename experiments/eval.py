@@ -24,14 +24,17 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
     loggers = utils.instantiate_loggers(cfg.get("logger"))
-    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, logger=loggers)
+    # the bar of training runs (configs/callbacks/progress_bar.yaml) unless callbacks are configured
+    callbacks = utils.instantiate_callbacks(cfg.get("callbacks")) or [utils.progress_bar()]
+    trainer: pl.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers)
 
     utils.save_config(cfg, cfg.paths.output_dir)
     utils.log_hyperparameters(cfg, loggers)
     what = cfg.ckpt_path or "the model as built (its configured weights)"
     log.info(f"Testing {what} under the {cfg.eval.protocol} protocol")
     try:
-        trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        with utils.ignore_checkpoint_callback_states():
+            trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         utils.write_protocol_results(getattr(model, "protocol_results", []), cfg.paths.output_dir, loggers)
     finally:
         utils.finish_loggers(loggers)
@@ -42,7 +45,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval.yaml")
 def main(cfg: DictConfig) -> float | None:
-    return utils.metric_value(evaluate(cfg), cfg.get("optimized_metric"))
+    metrics = evaluate(cfg)
+    headline = utils.headline(metrics, ["test/top1", cfg.get("optimized_metric")])
+    utils.report_run("eval", cfg.paths.output_dir, utils.run_files(cfg), headline)
+    return utils.metric_value(metrics, cfg.get("optimized_metric"))
 
 
 if __name__ == "__main__":

@@ -297,6 +297,9 @@ def _write(cfg: DictConfig, rows: list[dict[str, Any]], loggers: list[Logger], s
 @hydra.main(version_base="1.3", config_path="../configs", config_name="spa.yaml")
 def main(cfg: DictConfig) -> float:
     rows = run(cfg)
+    last = rows[-1]
+    headline = {"density": last["density"], "top-1 (%)": last["acc"], "exported params": last["exported_params"]}
+    utils.report_run("spa", cfg.paths.output_dir, {"results": cfg.output_file, **utils.run_files(cfg)}, headline)
     return float(rows[-1]["acc"])
 
 
