@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -31,10 +30,11 @@ import hydra
 import torch
 from omegaconf import DictConfig
 
+from experiments import utils
 from modules.continual import CompiledStep, CudaGraphStep, fold_batchnorm
 from modules.continual.graph import warm_until_output
 from modules.nets import build
-from modules.profiling import profile_model
+from modules.profiling import profile_model, throughput_stats
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,8 @@ def _variants(
 
 
 def _interleaved_rates(calls: dict[str, Predict], batch: int, dev: torch.device, cfg: DictConfig) -> dict[str, float]:
-    """``name`` (batch over the median call time) and ``name_std`` (std of the per-call rates) for each call."""
+    """``name`` (the median of the per-call rates), ``name_iqr`` (their interquartile range), ``name_calls`` and
+    ``name_busy`` (a spread that says the machine was busy; ``modules.profiling.throughput_stats``) for each call."""
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     with torch.inference_mode():  # as a deployed stream runs (CompiledStep leaves it for its own programs)
         for name, fn in calls.items():
@@ -117,9 +118,11 @@ def _interleaved_rates(calls: dict[str, Predict], batch: int, dev: torch.device,
                     spent += seconds[name][-1]
     rates = {}
     for name, samples in seconds.items():
-        rates[name] = batch / statistics.median(samples)
-        rates[f"{name}_std"] = statistics.stdev(batch / s for s in samples)
-        rates[f"{name}_calls"] = len(samples)
+        stats = throughput_stats(samples, batch)
+        rates[name] = stats["throughput_median"]
+        rates[f"{name}_iqr"] = stats["throughput_iqr"]
+        rates[f"{name}_calls"] = stats["timed_calls"]
+        rates[f"{name}_busy"] = stats["throughput_busy"]
     return rates
 
 
@@ -130,7 +133,7 @@ def bench_pair(pair: DictConfig, device: str, cfg: DictConfig) -> dict[str, Any]
     clip_net = _inference_net(pair.clip, fold_bn, dev)
     twin = _inference_net(pair.continual, fold_bn, dev)
     # FLOPs (and the device name) from the profiler; the rates come from the interleaved timing below
-    counts = {"batch_size": cfg.batch_size, "device": device, "warmup": 0, "repeats": 1}
+    counts = {"batch_size": cfg.batch_size, "device": device, "warmup": 0, "repeats": 1, "min_time_s": 0.0}
     clip = profile_model(clip_net, mode="clip", input_shape=clip_shape, **counts)
     frame = profile_model(twin, mode="frame", input_shape=clip_shape, **counts)
     row: dict[str, Any] = {
@@ -205,7 +208,15 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="bench.yaml")
 def main(cfg: DictConfig) -> None:
-    bench(cfg)
+    rows = bench(cfg)
+    ratios = {"speedup": "eager", "speedup_compiled": "compiled", "speedup_graph": "CUDA graph", "speedup_best": "best"}
+    headline = {
+        f"{r['clip_model']}/{r['continual_model']} {r['device']}": ", ".join(
+            f"{label} {r[key]:.3g}x" for key, label in ratios.items() if key in r
+        )
+        for r in rows
+    }
+    utils.report_run("bench", cfg.paths.output_dir, {"results": cfg.output_file}, headline)
 
 
 if __name__ == "__main__":

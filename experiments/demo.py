@@ -17,6 +17,7 @@ import matplotlib
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from experiments import utils
 from experiments.eval import evaluate
 from experiments.profile import profile
 from experiments.train import train
@@ -81,13 +82,21 @@ def demo(cfg: DictConfig) -> pd.DataFrame:
         rows.append({
             "model": result["model"], "protocol": mode, "top1": metrics["test/top1"],
             "gflops": result["gflops_per_prediction"], "params": result["params"],
-            "predictions_per_s": result["throughput_mean"], "device": result["device"],
+            "predictions_per_s": result["throughput_median"], "predictions_per_s_iqr": result["throughput_iqr"],
+            "device": result["device"],
         })  # fmt: skip
     table = pd.DataFrame(rows)
     table.to_csv(out / "results.csv", index=False)
     _figure(table, out / "acc_vs_flops.png")
     print(table.to_string(index=False))
-    print(f"\nresults: {out / 'results.csv'}\nfigure:  {out / 'acc_vs_flops.png'}\nruns:    {out}")
+    files = {"results": out / "results.csv", "figure": out / "acc_vs_flops.png", "best checkpoint": ckpt}
+    files |= {f"{stage} run": out / stage for stage in ("train", "eval_frame", "profile_clip", "profile_frame")}
+    headline = {
+        f"{r['model']} ({r['protocol']})": f"top-1 {r['top1']:.3f}, {r['gflops'] * 1e3:.3g} MFLOPs, "
+        f"{r['predictions_per_s']:.4g} predictions/s (median)"
+        for r in rows
+    }
+    utils.report_run("demo", out, files, headline)
     return table
 
 

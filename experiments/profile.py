@@ -36,6 +36,7 @@ def profile(cfg: DictConfig) -> dict[str, Any]:
         device=cfg.device,
         warmup=cfg.warmup,
         repeats=cfg.repeats,
+        min_time_s=cfg.min_time_s,
     )
     result["model"] = OmegaConf.select(cfg, "model.net.name", default=result["model"])
     path = Path(cfg.output_file)
@@ -45,7 +46,7 @@ def profile(cfg: DictConfig) -> dict[str, Any]:
         f"{result['model']} ({cfg.mode}, {cfg.device}, batch {cfg.batch_size}): "
         f"{result['gflops_per_prediction']:.4g} GFLOPs/prediction, {result['params'] / 1e6:.3g} M params, "
         f"{result['peak_memory_bytes'] / 2**20:.3g} MiB peak, "
-        f"{result['throughput_mean']:.4g} ± {result['throughput_std']:.2g} predictions/s -> {path}"
+        f"{_throughput(result)} -> {path}"
     )
 
     utils.save_config(cfg, cfg.paths.output_dir)
@@ -61,9 +62,20 @@ def profile(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
+def _throughput(result: dict[str, Any]) -> str:
+    """Median and interquartile range of the per-call rates, and how many calls they come from."""
+    busy = " (spread says the machine was busy)" if result["throughput_busy"] else ""
+    return (
+        f"{result['throughput_median']:.4g} {result['throughput_unit']} median, IQR {result['throughput_q1']:.4g}-"
+        f"{result['throughput_q3']:.4g} over {result['timed_calls']} calls{busy}"
+    )
+
+
 @hydra.main(version_base="1.3", config_path="../configs", config_name="profile.yaml")
 def main(cfg: DictConfig) -> float | None:
     result = profile(cfg)
+    headline = {"GFLOPs per prediction": result["gflops_per_prediction"], "throughput": _throughput(result)}
+    utils.report_run("profile", cfg.paths.output_dir, {"profile": cfg.output_file, **utils.run_files(cfg)}, headline)
     return result[cfg.optimized_metric] if cfg.get("optimized_metric") else None
 
 

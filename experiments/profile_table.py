@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from experiments import utils
 from modules.nets import build
 from modules.profiling import profile_model
 
@@ -63,7 +64,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--warmup", type=int, default=1)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3, help="timed calls at least")
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls at least, per row")
     parser.add_argument("--only", default="", help="comma-separated paper rows (default: all)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
     args = parser.parse_args()
@@ -79,7 +81,7 @@ def main() -> None:
         result = profile_model(
             build(registry_name, **overrides), mode=mode, input_shape=(3, frames, crop, crop),
             batch_size=args.batch_size, device=args.device, warmup=args.warmup, repeats=args.repeats,
-            convention="macs",
+            convention="macs", min_time_s=args.min_time,
         )  # fmt: skip
         by_convention = result["gflops_by_convention"]
         rows.append({
@@ -88,7 +90,9 @@ def main() -> None:
             "gflops_ptflops": by_convention["ptflops"], "gflops_co3d_published": by_convention["co3d_published"],
             "gflops_paper": published.get(name, ""),
             "peak_memory_mb": result["peak_memory_bytes"] / 2**20,
-            "throughput": result["throughput_mean"], "throughput_std": result["throughput_std"],
+            # median and interquartile range of the per-call rates, over timed_calls calls
+            "throughput_median": result["throughput_median"], "throughput_iqr": result["throughput_iqr"],
+            "timed_calls": result["timed_calls"], "throughput_busy": result["throughput_busy"],
             # continual rows: one prediction per `frames_per_prediction` frames (CoI3D: 2)
             "throughput_unit": "predictions/s" if mode == "frame" else "clips/s",
             "frames_per_prediction": result["steps_per_prediction"] if mode == "frame" else frames,
@@ -99,14 +103,16 @@ def main() -> None:
         tqdm.write(
             f"{name:<15} {row['params_m']:7.2f} M  GFLOPs {row['gflops']:8.3f} (ptflops {row['gflops_ptflops']:.3f}, "
             f"as published {row['gflops_co3d_published']:.3f}; paper {row['gflops_paper']})  "
-            f"{row['throughput']:8.2f} {row['throughput_unit']}"
+            f"{row['throughput_median']:8.2f} {row['throughput_unit']} (IQR {row['throughput_iqr']:.2g})"
         )
     args.output.parent.mkdir(parents=True, exist_ok=True)
     with args.output.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    print(f"wrote {args.output}")
+    busy = sum(row["throughput_busy"] for row in rows)
+    headline = {"rows": len(rows), "rows timed on a busy machine": busy}
+    utils.report_run("profile_table", args.output.parent, {"profile table": args.output}, headline)
 
 
 if __name__ == "__main__":

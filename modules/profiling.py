@@ -66,6 +66,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import math
 import statistics
 import time
@@ -90,9 +91,11 @@ __all__ = [
     "peak_live_bytes",
     "profile_model",
     "ptflops_term",
+    "throughput_stats",
 ]
 
 aten = torch.ops.aten
+log = logging.getLogger(__name__)
 
 
 def _numel(shape: Sequence[int]) -> int:
@@ -476,19 +479,72 @@ def _count_prediction(
     return totals
 
 
-def _time_calls(fn: Callable[[], Any], device: torch.device, warmup: int, repeats: int) -> list[float]:
-    """Seconds per call, synchronising CUDA so that each sample covers the whole call."""
+#: A profile whose per-call rates have an interquartile range above this fraction of their median is flagged
+#: ``throughput_busy``. Measured with co_conv_stack (make profile-demo) on 2 CPU cores: IQR/median 0.15-0.25 with
+#: the cores to itself, 0.31-1.9 while a matmul loop in another process competed for them.
+BUSY_SPREAD = 0.3
+
+
+def _time_calls(
+    fn: Callable[[], Any],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    min_time_s: float = 1.0,
+    max_calls: int = 100_000,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Seconds per call, synchronising CUDA so that each sample covers the whole call.
+
+    After ``warmup`` untimed calls, calls are timed until at least ``repeats`` calls and ``min_time_s`` seconds
+    of timing have passed (so that a fast net gets enough samples for a stable median), or ``max_calls`` calls.
+    """
+    if repeats < 1 or max_calls < repeats:
+        raise ValueError(f"need 1 <= repeats <= max_calls, got repeats={repeats}, max_calls={max_calls}")
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         fn()
-    seconds = []
-    for _ in range(repeats):
+    seconds: list[float] = []
+    began = clock()
+    while len(seconds) < max_calls and (len(seconds) < repeats or clock() - began < min_time_s):
         sync()
-        start = time.perf_counter()
+        start = clock()
         fn()
         sync()
-        seconds.append(time.perf_counter() - start)
+        seconds.append(clock() - start)
     return seconds
+
+
+def throughput_stats(seconds: Sequence[float], batch_size: int) -> dict[str, Any]:
+    """Median and quartiles of the per-call rates (``batch_size`` / seconds, predictions/s), their interquartile
+    range, the number of timed calls and ``throughput_busy``: IQR / median above ``BUSY_SPREAD``.
+
+    The median, unlike the mean of rates, is not pulled by a few calls that a busy machine slowed down (or by
+    the fast outliers that the reciprocal inflates). Quartiles interpolate linearly between calls (numpy's
+    default, ``statistics.quantiles(method="inclusive")``).
+    """
+    if not seconds:
+        raise ValueError("no timed calls: throughput needs at least one")
+    rates = sorted(batch_size / s for s in seconds)
+    q1, median, q3 = statistics.quantiles(rates, n=4, method="inclusive") if len(rates) > 1 else rates * 3
+    return {
+        "throughput_median": median,
+        "throughput_q1": q1,
+        "throughput_q3": q3,
+        "throughput_iqr": q3 - q1,
+        "throughput_busy": q3 - q1 > BUSY_SPREAD * median,
+        "timed_calls": len(rates),
+        "timed_seconds": math.fsum(seconds),
+    }
+
+
+def _warn_if_busy(stats: dict[str, Any], what: str) -> None:
+    if stats["throughput_busy"]:
+        log.warning(
+            f"{what}: throughput {stats['throughput_median']:.4g} predictions/s varies widely between calls "
+            f"(IQR {stats['throughput_iqr']:.2g}, over {BUSY_SPREAD:.0%} of the median): the machine was probably "
+            "busy; rerun on an idle machine for a figure to quote"
+        )
 
 
 def profile_model(
@@ -500,16 +556,19 @@ def profile_model(
     warmup: int = 10,
     repeats: int = 50,
     convention: str = "macs",
+    min_time_s: float = 1.0,
 ) -> dict[str, Any]:
     """Profile ``net`` on random input of ``(batch_size, *input_shape)`` (``input_shape = (C, T, *spatial)``).
 
-    Returns params, FLOPs per prediction, peak memory in bytes and throughput in predictions/s (mean ± std over
-    ``repeats`` timed calls after ``warmup`` calls). ``gflops_per_prediction`` is in ``convention`` (module
-    docstring); ``gflops_by_convention`` has every convention and ``macs_per_prediction`` the executed conv/matmul
-    MACs, whatever ``convention`` says. Each timed call includes
-    the host→device copy of its input and the device→host copy of its output. Peak memory is CUDA's
-    ``max_memory_allocated`` over one call (weights, state and input included); on CPU it is the peak of live
-    tensor storages over one call (``_LiveBytes``), also including weights, state and input.
+    Returns params, FLOPs per prediction, peak memory in bytes and throughput in predictions/s: the median and
+    quartiles over the timed calls (``throughput_stats``), which follow ``warmup`` untimed calls and last at least
+    ``repeats`` calls and ``min_time_s`` seconds (``timed_calls`` says how many ran); ``throughput_busy`` flags
+    (and a warning reports) a spread that says the machine was busy. ``gflops_per_prediction`` is in
+    ``convention`` (module docstring); ``gflops_by_convention`` has every convention and ``macs_per_prediction``
+    the executed conv/matmul MACs, whatever ``convention`` says. Each timed call includes the host→device copy
+    of its input and the device→host copy of its output. Peak memory is CUDA's ``max_memory_allocated`` over one
+    call (weights, state and input included); on CPU it is the peak of live tensor storages over one call
+    (``_LiveBytes``), also including weights, state and input.
     """
     if mode not in ("clip", "frame"):
         raise ValueError(f"mode must be 'clip' or 'frame', got {mode!r}")
@@ -542,9 +601,10 @@ def profile_model(
         flops = {c: n // batch_size for c, n in _count_prediction(net, mode, predict, step, steps).items()}
         peak = _peak_memory(net, predict, device, [host_clip if mode == "clip" else host_step])
         with torch.inference_mode():  # timing only (the counters above need no_grad): no version counting
-            seconds = _time_calls(predict, device, warmup, repeats)
+            seconds = _time_calls(predict, device, warmup, repeats, min_time_s)
 
-    rates = [batch_size / s for s in seconds]
+    timing = throughput_stats(seconds, batch_size)
+    _warn_if_busy(timing, f"{type(net).__name__} ({mode}, {device}, batch {batch_size})")
     return {
         "model": type(net).__name__,
         "mode": mode,
@@ -560,11 +620,11 @@ def profile_model(
         "gflops_per_prediction": flops[convention] / 1e9,
         "gflops_by_convention": {c: n / 1e9 for c, n in flops.items()},
         "peak_memory_bytes": peak,
-        "throughput_mean": statistics.fmean(rates),
-        "throughput_std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
+        **timing,
         "throughput_unit": "predictions/s",
         "warmup": warmup,
         "repeats": repeats,
+        "min_time_s": min_time_s,
         "torch_version": torch.__version__,
     }
 

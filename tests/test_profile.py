@@ -4,6 +4,7 @@ modules, the profile's fields, and frame-vs-clip cost of the continual twin."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -11,9 +12,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from experiments.profile import main as profile_main
 from experiments.profile import profile
 from modules import continual as co
-from modules import nets
+from modules import nets, profiling
 from modules.profiling import (
     CONVENTIONS,
     FlopCounter,
@@ -23,6 +25,7 @@ from modules.profiling import (
     peak_live_bytes,
     profile_model,
     ptflops_term,
+    throughput_stats,
 )
 from tests.conftest import run_module
 
@@ -30,8 +33,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 FIELDS = {
     "model", "mode", "device", "batch_size", "input_shape", "steps_per_prediction", "params", "trainable_params",
-    "macs_per_prediction", "gflops_per_prediction", "peak_memory_bytes", "throughput_mean", "throughput_std",
-    "throughput_unit", "convention", "gflops_by_convention",
+    "macs_per_prediction", "gflops_per_prediction", "peak_memory_bytes", "throughput_median", "throughput_q1",
+    "throughput_q3", "throughput_iqr", "throughput_busy", "timed_calls", "throughput_unit", "convention",
+    "gflops_by_convention",
 }  # fmt: skip
 
 
@@ -198,14 +202,15 @@ def co_conv_stack() -> nn.Module:
 
 def test_profile_fields_and_frame_times_T_equals_clip(co_conv_stack):
     shape = (3, 8, 12, 12)
-    clip = profile_model(co_conv_stack, "clip", shape, batch_size=2, warmup=1, repeats=3)
-    frame = profile_model(co_conv_stack, "frame", shape, batch_size=2, warmup=1, repeats=3)
+    clip = profile_model(co_conv_stack, "clip", shape, batch_size=2, warmup=1, repeats=3, min_time_s=0)
+    frame = profile_model(co_conv_stack, "frame", shape, batch_size=2, warmup=1, repeats=3, min_time_s=0)
     for result in (clip, frame):
         assert result.keys() >= FIELDS
         assert result["params"] == sum(p.numel() for p in co_conv_stack.parameters())
         assert result["gflops_per_prediction"] == pytest.approx(result["macs_per_prediction"] / 1e9)
         assert result["peak_memory_bytes"] > 4 * result["params"]
-        assert result["throughput_mean"] > 0 and result["throughput_std"] >= 0
+        assert 0 < result["throughput_q1"] <= result["throughput_median"] <= result["throughput_q3"]
+        assert result["timed_calls"] >= 3
     assert frame["steps_per_prediction"] == 1 and frame["mode"] == "frame"
     assert clip["convention"] == "macs" and clip["gflops_by_convention"]["macs"] == clip["gflops_per_prediction"]
     assert set(frame["gflops_by_convention"]) == set(CONVENTIONS)
@@ -216,7 +221,7 @@ def test_profile_fields_and_frame_times_T_equals_clip(co_conv_stack):
 
 def test_frame_mode_with_temporal_stride_counts_stride_steps_per_prediction():
     conv = co.Conv3d(3, 4, (3, 3, 3), stride=(2, 1, 1))
-    result = profile_model(conv, "frame", (3, 8, 6, 6), warmup=1, repeats=2)
+    result = profile_model(conv, "frame", (3, 8, 6, 6), warmup=1, repeats=2, min_time_s=0)
     assert result["steps_per_prediction"] == 2
     # a step applies all 3 temporal taps to one frame: (4 channels · 3 taps) · 4·4 positions · 3 in · 3·3 spatial
     per_step = (4 * 3) * (4 * 4) * (3 * 9)
@@ -228,7 +233,7 @@ def test_frame_mode_with_temporal_stride_counts_stride_steps_per_prediction():
 
 def test_profile_reports_the_chosen_convention():
     net = _co_stack()
-    result = profile_model(net, "frame", (3, 4, 6, 6), warmup=0, repeats=1, convention="co3d_published")
+    result = profile_model(net, "frame", (3, 4, 6, 6), warmup=0, repeats=1, convention="co3d_published", min_time_s=0)
     assert result["convention"] == "co3d_published"
     assert result["gflops_per_prediction"] * 1e9 == pytest.approx(CONV + 2 * (NORM + RELU) + POOL)
     assert result["macs_per_prediction"] == CONV
@@ -244,11 +249,32 @@ def test_frame_mode_needs_a_continual_net():
 def test_profile_entry_point_writes_json(compose_cfg, tmp_path):
     out = tmp_path / "clip.json"
     cfg = compose_cfg(
-        "profile.yaml", ["model=co_conv_stack", "mode=clip", "warmup=1", "repeats=2", f"output_file={out}"]
+        "profile.yaml",
+        ["model=co_conv_stack", "mode=clip", "warmup=1", "repeats=2", "min_time_s=0", f"output_file={out}"],
     )
     result = profile(cfg)
     assert json.loads(out.read_text()) == result
     assert result["model"] == "co_conv_stack" and result.keys() >= FIELDS
+
+
+def test_profile_run_ends_with_where_it_wrote_and_the_median_throughput(compose_cfg, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(profiling, "_time_calls", lambda *args: [0.002, 0.004, 0.005, 0.008, 0.010])
+    overrides = ["model=co_conv_stack", "mode=clip", "logger=csv", "warmup=0", "repeats=1"]
+    profile_main(compose_cfg("profile.yaml", overrides))
+    printed = capsys.readouterr().out
+    result = json.loads((tmp_path / "run" / "profile.json").read_text())
+    # rates 100, 125, 200, 250, 500: median 200, quartiles 125 and 250
+    assert (result["throughput_q1"], result["throughput_median"], result["throughput_q3"]) == (125, 200, 250)
+    expected = {
+        "profile": "run/profile.json",
+        "config": "run/config.yaml",
+        "CSV log": "run/csv/metrics.csv",
+        "GFLOPs per prediction": f"{result['gflops_per_prediction']:.4g}",
+        "throughput": "200 predictions/s median, IQR 125-250 over 5 calls (spread says the machine was busy)",
+    }
+    assert "profile finished; run directory: run\n" in printed
+    for label, value in expected.items():
+        assert re.search(rf"^  {re.escape(label)}\s+{re.escape(value)}$", printed, re.MULTILINE), label
 
 
 def test_profile_cli_both_modes(tmp_path):
@@ -262,6 +288,7 @@ def test_profile_cli_both_modes(tmp_path):
         "device=cpu",
         "warmup=2",
         "repeats=5",
+        "min_time_s=0",
         f"hydra.sweep.dir={tmp_path / 'sweep'}",
         "output_file=${paths.output_dir}/${mode}.json",
         cwd=tmp_path,
@@ -271,3 +298,94 @@ def test_profile_cli_both_modes(tmp_path):
     assert clip.keys() >= FIELDS and frame.keys() >= FIELDS
     t = clip["input_shape"][1]
     assert frame["gflops_per_prediction"] * t == pytest.approx(clip["gflops_per_prediction"], rel=0.01)
+
+
+# --- throughput statistics --------------------------------------------------------------------------------------
+def test_throughput_stats_by_hand():
+    # batch 2 over these call times: rates 200, 100, 50, 40, 20 predictions/s
+    stats = throughput_stats([0.01, 0.02, 0.04, 0.05, 0.1], batch_size=2)
+    # inclusive quartiles of the sorted rates 20, 40, 50, 100, 200: positions 1, 2 and 3 of 0..4
+    assert (stats["throughput_q1"], stats["throughput_median"], stats["throughput_q3"]) == pytest.approx((40, 50, 100))
+    assert stats["throughput_iqr"] == pytest.approx(60)
+    assert stats["timed_calls"] == 5 and stats["timed_seconds"] == pytest.approx(0.22)
+    assert stats["throughput_busy"]  # the middle half spans 60 predictions/s around a median of 50
+    # an even count interpolates: rates 1, 2, 3, 4 -> positions 0.75, 1.5, 2.25
+    even = throughput_stats([1, 1 / 2, 1 / 3, 1 / 4], batch_size=1)
+    assert (even["throughput_q1"], even["throughput_median"], even["throughput_q3"]) == pytest.approx((1.75, 2.5, 3.25))
+
+
+def test_throughput_stats_ignore_outliers_and_flag_only_a_wide_spread():
+    # one call in ten slowed 100x by another process moves the median by nothing (the mean of rates would by 10%)
+    steady = [0.010] * 9 + [1.0]
+    stats = throughput_stats(steady, batch_size=1)
+    assert stats["throughput_median"] == pytest.approx(100) and stats["throughput_iqr"] == pytest.approx(0)
+    assert not stats["throughput_busy"]
+    # a middle half just inside / just outside BUSY_SPREAD of the median
+    inside = throughput_stats([1 / r for r in (80, 86, 100, 114, 120)], batch_size=1)
+    outside = throughput_stats([1 / r for r in (80, 84, 100, 116, 120)], batch_size=1)
+    assert inside["throughput_iqr"] == pytest.approx(28) and not inside["throughput_busy"]
+    assert outside["throughput_iqr"] == pytest.approx(32) and outside["throughput_busy"]
+    single = throughput_stats([0.5], batch_size=4)
+    assert single["throughput_median"] == single["throughput_q1"] == single["throughput_q3"] == 8.0
+    assert single["timed_calls"] == 1 and not single["throughput_busy"]
+    with pytest.raises(ValueError, match="no timed calls"):
+        throughput_stats([], batch_size=1)
+
+
+class _FakeClock:
+    """A clock that each call of ``work`` advances by ``step`` seconds: the timing loop sees exact call times."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step, self.calls = 0.0, step, 0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def work(self) -> None:
+        self.calls += 1
+        self.now += self.step
+
+
+@pytest.mark.parametrize(
+    ("repeats", "min_time_s", "max_calls", "timed"),
+    [
+        (3, 1.0, 1000, 8),  # the minimum time wins: 8 calls of 0.125 s
+        (20, 1.0, 1000, 20),  # the minimum count wins
+        (3, 100.0, 12, 12),  # the cap ends it
+        (1, 0.0, 1000, 1),
+    ],
+)
+def test_time_calls_times_until_count_and_time_are_both_reached(repeats, min_time_s, max_calls, timed):
+    clock = _FakeClock(step=0.125)
+    cpu = torch.device("cpu")
+    seconds = profiling._time_calls(clock.work, cpu, 2, repeats, min_time_s, max_calls, clock=clock)
+    assert seconds == [0.125] * timed
+    assert clock.calls == 2 + timed  # the warm-up calls are not timed
+
+
+def test_time_calls_rejects_a_cap_below_the_count():
+    with pytest.raises(ValueError, match="repeats <= max_calls"):
+        profiling._time_calls(lambda: None, torch.device("cpu"), 0, repeats=5, max_calls=4)
+
+
+def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog):
+    timed: dict = {}
+
+    def fake_time_calls(fn, device, warmup, repeats, min_time_s):
+        timed.update(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
+        return [0.01, 0.02, 0.04, 0.05, 0.1]
+
+    monkeypatch.setattr(profiling, "_time_calls", fake_time_calls)
+    with caplog.at_level("WARNING", logger="modules.profiling"):
+        result = profile_model(_co_stack(), "frame", (3, 4, 6, 6), batch_size=2, warmup=3, repeats=4, min_time_s=0.5)
+    assert timed == {"warmup": 3, "repeats": 4, "min_time_s": 0.5}
+    assert result.items() >= throughput_stats([0.01, 0.02, 0.04, 0.05, 0.1], 2).items()
+    assert result["throughput_busy"] and result["min_time_s"] == 0.5
+    assert "machine was probably busy" in caplog.text
+
+    monkeypatch.setattr(profiling, "_time_calls", lambda *args: [0.01] * 5)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="modules.profiling"):
+        quiet = profile_model(_co_stack(), "frame", (3, 4, 6, 6), batch_size=2, warmup=0, repeats=1)
+    assert quiet["throughput_median"] == pytest.approx(200) and not quiet["throughput_busy"]
+    assert "busy" not in caplog.text

@@ -2,6 +2,7 @@
 FLOP conventions."""
 
 import csv
+import re
 import sys
 
 import pytest
@@ -20,13 +21,20 @@ def test_every_row_names_a_registered_model_and_a_published_value():
         assert row in published, f"{row} is not a row of the published table"
 
 
-def test_one_row_is_profiled_into_the_csv(tmp_path, monkeypatch):
-    out = tmp_path / "profile.csv"
-    argv = ["profile_table", "--only", "CoX3D-S_13", "--repeats", "1", "--warmup", "0", "--output", str(out)]
-    monkeypatch.setattr(sys, "argv", argv)
+def test_one_row_is_profiled_into_the_csv(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "tables" / "profile.csv"
+    argv = ["profile_table", "--only", "CoX3D-S_13", "--repeats", "3", "--warmup", "0", "--min-time", "0"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--output", str(out)])
     profile_table.main()
     (row,) = list(csv.DictReader(out.read_text().splitlines()))
     assert row["model"] == "CoX3D-S_13" and row["throughput_unit"] == "predictions/s"
+    assert "throughput_std" not in row and int(row["timed_calls"]) == 3 and row["throughput_busy"] in ("True", "False")
+    assert float(row["throughput_median"]) > 0 and float(row["throughput_iqr"]) >= 0
+    # the run ends with where it wrote, relative to the launch directory (the test's cwd)
+    printed = capsys.readouterr().out
+    assert "profile_table finished; run directory: tables\n" in printed
+    assert re.search(r"^  profile table\s+tables/profile\.csv$", printed, re.MULTILINE)
+    assert re.search(r"^  rows\s+1$", printed, re.MULTILINE)
     assert abs(float(row["params_m"]) - 3.79) < 0.01
     # one CoX3D-S step is the X3D-S clip's 1.96 GMACs over its 13 frames (see tests/nets/test_x3d.py)
     assert abs(float(row["gflops"]) - 1.963 / 13) < 0.005
