@@ -23,6 +23,11 @@ SPA_PARALLEL ?= $(if $(filter digits,$(SPA_DATA)),1,0)
 comma := ,
 SPA_SEED_GROUPS = $(if $(filter 1,$(SPA_PARALLEL)),$(subst $(comma), ,$(SPA_SEEDS)),$(SPA_SEEDS))
 SPA_SWEEP := $(or $(LOG_DIR),.)/multirun/spa/$(SPA_DATA)/$(shell date +%Y-%m-%d_%H-%M-%S)
+# results set of sweep-spa, figures and profile-cox3d: any name is a git-ignored folder outputs/results/<name>/;
+# `reference` is the committed paper/results (+ paper/figures), replaced only when named: RESULTS=reference
+RESULTS ?= mine
+RESULTS_DIR = $(if $(filter reference,$(RESULTS)),paper/results,outputs/results/$(RESULTS))
+SPA_RUNS = $(RESULTS_DIR)/spa_runs_$(SPA_DATA).csv
 
 .DEFAULT_GOAL := help
 .PHONY: help install test test-all test-gpu lint format train-demo profile-demo data-moving-digits demo train-cox3d eval-cox3d profile-cox3d bench-cox3d figures sweep-spa clean
@@ -76,24 +81,27 @@ train-cox3d: install ## train CoX3D-S on Kinetics-400 (DATA=moving_digits: CoX3D
 eval-cox3d: install ## evaluate CoX3D under the frame protocol: ARGS="ckpt_path=<ckpt>" or ARGS="model.net.weights=<x3d_s.pyth>" (eval=transient|extended too)
 	$(PY) -m experiments.eval experiment=$(COX3D_$(DATA)) $(ARGS)
 
-profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinetics table row on CPU, batch 1 (~3 min) -> paper/results/kinetics400_profile.csv
-	$(PY) -m experiments.profile_table $(ARGS)
+profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinetics table row on CPU, batch 1 (~3 min) -> outputs/results/<RESULTS, default mine>/kinetics400_profile.csv (RESULTS=reference: paper/results/)
+	$(PY) -m experiments.profile_table --output $(RESULTS_DIR)/kinetics400_profile.csv $(ARGS)
 
 bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~3 min CPU, ~5 the first time) -> outputs/bench/.../bench.json
 	$(PY) -m experiments.bench $(ARGS)
 
-sweep-spa: install ## SPA grid: criterion x {fine-pruning, SPLoRA r8/r32, SPPaRA} x seeds (digits on CPU ~15 min; DATA=cifar10 ...) -> paper/results/spa_runs_<data>.csv
+sweep-spa: install ## SPA grid: criterion x {fine-pruning, SPLoRA r8/r32, SPPaRA} x seeds (digits on CPU ~9 min; DATA=cifar10 ...) -> this sweep's runs only, outputs/results/<RESULTS, default mine>/spa_runs_<data>.csv (never over an earlier sweep; RESULTS=reference replaces paper/results/)
+	@if [ "$(RESULTS)" != reference ] && [ -e $(SPA_RUNS) ]; then \
+	  echo "$(SPA_RUNS) already holds a sweep's runs: name a new set (make sweep-spa RESULTS=<name>) or delete that file" >&2; \
+	  exit 1; fi
 	@mkdir -p $(SPA_SWEEP)
 	@pids=""; for seed in $(SPA_SEED_GROUPS); do \
 	  $(PY) -m experiments.spa -m experiment=$(SPA_EXPERIMENT_$(SPA_DATA)) pruning=weight,grad,taylor,lrp \
 	    adapter=finetune,splora_r8,splora_r32,sppara seed=$$seed hydra.sweep.dir=$(SPA_SWEEP)/seeds_$$seed $(ARGS) & \
 	  pids="$$pids $$!"; \
 	done; status=0; for pid in $$pids; do wait $$pid || status=1; done; exit $$status
-	$(PY) paper/spa.py collect $(SPA_SWEEP) --out paper/results/spa_runs_$(SPA_DATA).csv
+	$(PY) paper/spa.py --set $(RESULTS) collect $(SPA_SWEEP) --out $(SPA_RUNS)$(if $(filter reference,$(RESULTS)), --replace)
 
-figures: install ## regenerate paper/figures/*.png and the merged paper/results/*.csv from the result CSVs (~10 s)
-	$(PY) paper/kinetics400.py
-	$(PY) paper/spa.py
+figures: install ## Kinetics and SPA tables, merged CSVs and PNGs -> outputs/results/<RESULTS, default mine>/, reading the committed inputs it lacks (RESULTS=reference replaces paper/results + paper/figures) (~10 s)
+	$(PY) paper/kinetics400.py --set $(RESULTS)
+	$(PY) paper/spa.py --set $(RESULTS)
 
 clean: ## remove run outputs and caches (keeps .venv)
 	rm -rf outputs multirun logs .pytest_cache .ruff_cache

@@ -2,16 +2,22 @@
 
 Two commands (spec ``specs/spa.md`` §4.1 for what a run logs, §4.3 for the table and the figure):
 
-    python paper/spa.py collect <sweep_dir> [--out paper/results/spa_runs_<dataset>.csv]
-    python paper/spa.py [--results-dir paper/results] [--figures-dir paper/figures]     # or: make figures
+    python paper/spa.py [--set mine] collect <sweep_dir> [--out <csv>] [--replace]     # make sweep-spa
+    python paper/spa.py [--set mine] [--results-dir <dir>] [--figures-dir <dir>]       # make figures
 
-``collect`` concatenates every ``spa_results.csv`` under a sweep directory (one row per density of one run) into
-``results/spa_runs_<dataset>.csv``. The second command turns each ``spa_runs_<dataset>.csv`` into Table 1
-(``results/spa_table1_<dataset>.csv`` and ``.md``: criterion x learning method at 100/30/10 % density, mean ± std
-over seeds, Δacc and the ΔParams ratio against fine-pruning) and Fig. 6 (``figures/spa_<dataset>.png``: accuracy
-vs learned parameters and vs FLOPs, one column per criterion, the published points beside ours), and always
-writes the published Table 1 (``results/spa_table1_published.md`` from ``results/spa_published.csv``).
+``collect`` concatenates every ``spa_results.csv`` under one sweep directory (one row per density of one run) into
+``spa_runs_<dataset>.csv``, with the sweep directory's name in a ``sweep`` column; it refuses to overwrite an existing
+file unless given ``--replace``. The second command turns each ``spa_runs_<dataset>.csv`` into Table 1
+(``spa_table1_<dataset>.csv`` and ``.md``: criterion x learning method at 100/30/10 % density, mean ± std over
+seeds, n = number of seeds, Δacc and the ΔParams ratio against fine-pruning) and Fig. 6 (``spa_<dataset>.png``:
+accuracy vs learned parameters and vs FLOPs, one column per criterion, the published points beside ours), and always
+writes the published Table 1 (``spa_table1_published.md`` from ``paper/results/spa_published.csv``).
 Reads CSVs only.
+
+Where (``common.py``): by default the user's results set ``outputs/results/mine/`` (``--set <name>``:
+``outputs/results/<name>/``), reading the committed reference runs for every dataset the set has no runs of;
+``--set reference`` (``make figures RESULTS=reference``) is the only way to write ``paper/results`` and
+``paper/figures``.
 """
 
 from __future__ import annotations
@@ -29,9 +35,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.lines import Line2D
 
-HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "results"
-FIGURES = HERE / "figures"
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside this file, however it is loaded
+from common import DEFAULT, REFERENCE, REFERENCE_FIGURES, REFERENCE_RESULTS, check_writable, count_axis, set_dirs
+
+RESULTS = REFERENCE_RESULTS
+FIGURES = REFERENCE_FIGURES
 PUBLISHED = RESULTS / "spa_published.csv"
 
 #: Columns of the sweep's per-run CSV: one row per density (step 0 = unpruned, then one row per pruning step).
@@ -52,6 +60,8 @@ TARGETS = (1.0, 0.3, 0.1)  # Table 1 densities
 #: reached it (stopped early); it is left out of that row with a printed note rather than reported at 45 %.
 TOLERANCE = 0.05
 DATASETS = {"cifar10": "CIFAR-10", "flowers102": "Flowers102", "catsdogs": "Cats&Dogs"}  # published in Table 1
+#: classes of each spa_data task, for the chance line (digits: the adapt task's digits 5-9)
+CLASSES = {"digits": 5, "cifar10": 10, "cifar100": 100, "flowers102": 102, "catsdogs": 2, "cars": 196}
 COLORS = {"Fine-pruning": "tab:blue", "SPLoRA r32": "tab:orange", "SPLoRA r8": "tab:green", "SPPaRA": "tab:red"}
 SPARE_COLORS = ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
 MARKERS = ("o", "^", "s", "D", "v", "P", "X")  # one per variant suffix; the published setting gets "o"
@@ -110,10 +120,14 @@ def series_labels(runs: pd.DataFrame) -> pd.Series:
     return runs.apply(label, axis=1) if len(runs) else pd.Series([], dtype=str)
 
 
-def collect(sweep_dir: Path, out: Path | None = None, results_dir: Path = RESULTS) -> list[Path]:
-    """Concatenate every ``spa_results.csv`` under ``sweep_dir`` into tidy per-dataset CSVs; return their paths.
+def collect(sweep_dir: Path, out: Path | None = None, results_dir: Path | None = None, replace: bool = False,
+            set_name: str = DEFAULT) -> list[Path]:  # fmt: skip
+    """Concatenate every ``spa_results.csv`` under one sweep's ``sweep_dir`` into tidy per-dataset CSVs, the
+    sweep's name (its timestamped directory) in a ``sweep`` column; return their paths.
 
-    Without ``out`` each dataset goes to ``results_dir/spa_runs_<dataset>.csv``; with it, everything goes there."""
+    Without ``out`` each dataset goes to ``results_dir/spa_runs_<dataset>.csv`` (default: the results set's folder);
+    with it, everything goes there. A file that exists is overwritten only with ``replace``: one sweep per file,
+    never two mixed."""
     files = sorted(Path(sweep_dir).rglob("spa_results.csv"))
     if not files:
         raise FileNotFoundError(f"no spa_results.csv under {sweep_dir}: point collect at the SPA sweep's output dir")
@@ -123,15 +137,30 @@ def collect(sweep_dir: Path, out: Path | None = None, results_dir: Path = RESULT
         first = dupes.iloc[0]
         raise SpaInputError(f"run {first[RUN_KEY].to_dict()} step {first['step']} appears in several files: "
                          f"{sorted(set(dupes['_file']))}; delete the stale copy")  # fmt: skip
-    extra = [c for c in runs.columns if c not in COLUMNS and c != "_file"]
+    extra = [c for c in runs.columns if c not in COLUMNS and c not in ("_file", "sweep")]
     runs = runs[COLUMNS + extra].sort_values([*RUN_KEY, "step"], ignore_index=True)
+    runs["sweep"] = Path(sweep_dir).resolve().name
+    results_dir = results_dir or set_dirs(set_name)[0]
     parts = {out: runs} if out else {results_dir / f"spa_runs_{d}.csv": g for d, g in runs.groupby("dataset")}
+    check_writable(set_name, *parts)
+    _check_free(list(parts), replace)
     for path, part in parts.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         part.to_csv(path, index=False)
         n_runs = len(part.groupby(RUN_KEY, dropna=False))
         print(f"wrote {path} ({n_runs} runs, {len(part)} rows, from {len(files)} spa_results.csv under {sweep_dir})")
     return list(parts)
+
+
+def _check_free(paths: Sequence[Path], replace: bool) -> None:
+    """Refuse to overwrite a collected sweep unless asked: a set's file holds one sweep, never two mixed."""
+    for path in paths:
+        if path.exists() and not replace:
+            old = _read(path)
+            sweeps = sorted(set(old["sweep"].astype(str))) if "sweep" in old else ["unrecorded"]
+            raise SpaInputError(f"{path} already holds {len(old)} rows of sweep {', '.join(sweeps)}; collect into "
+                                "another results set (--set <name>; make sweep-spa RESULTS=<name>) or pass "
+                                "--replace to overwrite it")  # fmt: skip
 
 
 def select_steps(runs: pd.DataFrame, targets: Sequence[float] = TARGETS) -> tuple[pd.DataFrame, list[str]]:
@@ -157,21 +186,23 @@ def select_steps(runs: pd.DataFrame, targets: Sequence[float] = TARGETS) -> tupl
 def table1(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """Table 1 of the paper for our runs: one row per (criterion, learning method, target density).
 
-    Mean ± std (ddof 1) over seeds of acc (%), ΔParams (K, legacy and exact) and FLOPs (M MACs, legacy and exact),
-    and the paper's annotations against fine-pruning at the same criterion, density and mask/coupling setting:
-    ``d_acc`` (points) and ``params_ratio_*`` (fine-pruning's ΔParams / this row's; the paper's "↓14.3×"). The
-    100 % rows pool every criterion (criterion "none"): they precede pruning."""
+    Mean ± std (ddof 1; none for one seed) over seeds of acc (%), ΔParams (K, legacy and exact) and FLOPs (M MACs,
+    legacy and exact), ``n`` = the number of seeds, and the paper's annotations against fine-pruning at the same
+    criterion, density and mask/coupling setting: ``d_acc`` (points) and ``params_ratio_*`` (fine-pruning's
+    ΔParams / this row's; the paper's "↓14.3×"). The 100 % rows (criterion "none") precede pruning: every criterion
+    run of a seed starts from the same unpruned model, so each seed counts once there, its runs' mean."""
     runs = runs.assign(label=series_labels(runs))
     picks, notes = select_steps(runs)
     picks.loc[picks["target_density"] == 1.0, "criterion"] = "none"
     keys = ["arch", "criterion", "target_density", *SERIES_KEY[1:], "label"]
-    grouped = picks.groupby(keys, dropna=False, sort=False)
+    per_seed, spread = _per_seed(picks, keys)
+    notes += spread
+    grouped = per_seed.groupby(keys, dropna=False, sort=False)
     table = grouped.agg(density=("density", "mean"), n=("seed", "size"),
                         seeds=("seed", lambda s: " ".join(str(v) for v in sorted(s))))  # fmt: skip
-    for column, name, unit in QUANTITIES:
-        scaled = picks[column] / unit
-        table[f"{name}_mean"] = scaled.groupby([picks[k] for k in keys], dropna=False, sort=False).mean()
-        table[f"{name}_std"] = scaled.groupby([picks[k] for k in keys], dropna=False, sort=False).std()
+    for _column, name, _unit in QUANTITIES:
+        table[f"{name}_mean"] = grouped[name].mean()
+        table[f"{name}_std"] = grouped[name].std()  # NaN for a single seed: no spread to report
     table = table.reset_index()
     ref_key = ["arch", "criterion", "target_density", "mask_mode", "coupling"]
     ref_cols = ["acc_mean", "delta_params_legacy_k_mean", "delta_params_exact_k_mean"]
@@ -183,6 +214,17 @@ def table1(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         ratio = ref[f"delta_params_{count}_k_mean"] / table[f"delta_params_{count}_k_mean"]
         table[f"params_ratio_{count}"] = ratio.where(~is_ref)
     return _paper_order(table), notes
+
+
+def _per_seed(picks: pd.DataFrame, keys: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """One row per table row and seed, in the table's units: the mean of that seed's runs (several only for the
+    unpruned rows, one per criterion), with a note where those runs disagree."""
+    scaled = picks[[*keys, "seed", "density"]].assign(**{n: picks[c] / u for c, n, u in QUANTITIES})
+    grouped = scaled.groupby([*keys, "seed"], dropna=False, sort=False)
+    spread = grouped["acc"].max() - grouped["acc"].min()
+    notes = [f"{(spread > 1e-9).sum()} (row, seed) pair(s) have runs that differ (unpruned: across criteria) by up "
+             f"to {spread.max():.2f} points; their mean is used"] if (spread > 1e-9).any() else []  # fmt: skip
+    return grouped.mean().reset_index(), notes
 
 
 def _method_rank(frame: pd.DataFrame) -> pd.Series:
@@ -204,10 +246,13 @@ def _paper_order(table: pd.DataFrame) -> pd.DataFrame:
     return order.drop(columns=["_crit", "_method", "_variant", "_dens"]).reset_index(drop=True)
 
 
-def _pm(mean: float, std: float, digits: int, thousands: bool = False) -> str:
-    """ "96.38 ± 0.12"; only the mean when there is a single seed (std undefined)."""
+def _pm(mean: float, std: float, digits: int | None = None, thousands: bool = False) -> str:
+    """ "96.38 ± 0.12"; only the mean when there is a single seed (std undefined). Without ``digits``, as many
+    decimals as keep a small count readable (0.044 M FLOPs is not "0.0")."""
     if pd.isna(mean):
         return "–"
+    if digits is None:
+        digits = 1 if abs(mean) >= 10 else 2 if abs(mean) >= 1 else 3
     spec = f",.{digits}f" if thousands else f".{digits}f"
     return f"{mean:{spec}}" if pd.isna(std) else f"{mean:{spec}} ± {std:{spec}}"
 
@@ -230,9 +275,11 @@ def _criterion_text(criterion: str) -> str:
 def table1_markdown(table: pd.DataFrame, dataset: str) -> str:
     """Table 1 as markdown: the annotations beside the accuracy and each ΔParams count, as in the paper."""
     lines = [f"# Table 1, ours: {DATASETS.get(dataset, dataset)}", "",
-             "Mean ± std over seeds (n) at the step nearest each density (actual density shown). Δacc (points) and "
-             "ΔParams ratio are against fine-pruning at the same criterion, density and mask/coupling setting. "
-             "ΔParams in K, FLOPs in M multiply-accumulates; legacy = the paper's counters, exact = spec §1.7/§4.2.",
+             "Mean ± std over seeds at the step nearest each density (actual density shown); n = number of seeds, "
+             "and a single seed shows its value alone. The unpruned rows precede pruning: each seed counts once "
+             "there, not once per criterion. Δacc (points) and ΔParams ratio are against fine-pruning at the same "
+             "criterion, density and mask/coupling setting. ΔParams in K, FLOPs in M multiply-accumulates; "
+             "legacy = the paper's counters, exact = spec §1.7/§4.2.",
              "",
              "| Arch | Pruning | Learning method | Density | n | Acc (%) | Δacc | ΔParams legacy (K) | ratio | "
              "ΔParams exact (K) | ratio | FLOPs legacy (M) | FLOPs exact (M) |",
@@ -240,12 +287,12 @@ def table1_markdown(table: pd.DataFrame, dataset: str) -> str:
     for _, row in table.iterrows():
         cells = [row["arch"], _criterion_text(row["criterion"]), row["label"], f"{row['density']:.1%}", row["n"],
                  _pm(row["acc_mean"], row["acc_std"], 2), _delta_text(row["d_acc"]),
-                 _pm(row["delta_params_legacy_k_mean"], row["delta_params_legacy_k_std"], 1, True),
+                 _pm(row["delta_params_legacy_k_mean"], row["delta_params_legacy_k_std"], thousands=True),
                  ratio_text(row["params_ratio_legacy"]),
-                 _pm(row["delta_params_exact_k_mean"], row["delta_params_exact_k_std"], 1, True),
+                 _pm(row["delta_params_exact_k_mean"], row["delta_params_exact_k_std"], thousands=True),
                  ratio_text(row["params_ratio_exact"]),
-                 _pm(row["flops_legacy_m_mean"], row["flops_legacy_m_std"], 1, True),
-                 _pm(row["flops_exact_m_mean"], row["flops_exact_m_std"], 1, True)]  # fmt: skip
+                 _pm(row["flops_legacy_m_mean"], row["flops_legacy_m_std"], thousands=True),
+                 _pm(row["flops_exact_m_mean"], row["flops_exact_m_std"], thousands=True)]  # fmt: skip
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -308,90 +355,154 @@ def _style(labels: Sequence[str]) -> dict[str, tuple[str, str]]:
     return styles
 
 
+def seed_curves(rows: pd.DataFrame) -> pd.DataFrame:
+    """One series' pruning steps averaged over seeds: mean ``params``, ``flops``, ``acc``, ``acc_std`` (ddof 1; NaN
+    for one seed) and ``n`` seeds per step."""
+    grouped = rows.groupby("step")
+    return grouped.agg(params=("params", "mean"), flops=("flops", "mean"), acc=("acc", "mean"),
+                       acc_std=("acc", "std"), n=("seed", "nunique")).reset_index()  # fmt: skip
+
+
+def _chance_line(axes: Sequence[plt.Axes], dataset: str) -> Line2D | None:
+    classes = CLASSES.get(dataset)
+    if classes is None:
+        return None
+    for ax in axes:
+        ax.axhline(100 / classes, color="0.35", ls=":", lw=1.2, zorder=1)
+        low, high = ax.get_ylim()
+        ax.set_ylim(min(low, 100 / classes - 5), high)  # the line clear of the frame, not hidden under it
+    return Line2D([], [], color="0.35", ls=":", lw=1.2, label=f"chance: {100 / classes:.3g} % ({classes} classes)")
+
+
+def _draw_ours(axes: Sequence[plt.Axes], rows: pd.DataFrame, style: tuple[str, str]) -> None:
+    """One learning method in one criterion column: its densities joined, mean ± std over seeds."""
+    curve = seed_curves(rows)
+    color, marker = style
+    for ax, x in zip(axes, ("params", "flops")):
+        ax.errorbar(curve[x], curve["acc"], yerr=curve["acc_std"].fillna(0), color=color, marker=marker, ms=3.5,
+                    lw=1.1, elinewidth=0.7, capsize=1.5, alpha=0.9, zorder=2)  # fmt: skip
+
+
+def _legend_handles(labels: Sequence[str], styles: dict[str, tuple[str, str]], seeds: str, theirs: bool,
+                    count: str) -> list[Line2D]:  # fmt: skip
+    handles = [Line2D([], [], marker=styles[lab][1], color=styles[lab][0], ms=4, label=lab) for lab in labels]
+    marker = styles[labels[0]][1] if labels else "o"
+    handles.append(Line2D([], [], color="0.3", marker=marker, ms=3.5, label=f"measured here: one point per pruning "
+                          f"step, mean ± std over seeds {seeds}"))  # fmt: skip
+    if theirs:
+        only_theirs = [lab for lab in styles if lab not in labels]  # e.g. SPLoRA r32 when we ran r8 only
+        handles += [Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor=styles[lab][0],
+                           label=f"{lab} (published only)") for lab in only_theirs]  # fmt: skip
+        handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="0.3", markersize=8,
+                              label="published (arXiv 2211.10155 Table 1, mean of 3 seeds)"
+                              + ("" if count == "legacy" else ", legacy count")))  # fmt: skip
+    return handles
+
+
 def draw_figure(runs: pd.DataFrame, dataset: str, out: Path, published: pd.DataFrame | None = None,
                 count: str = "legacy") -> Path:  # fmt: skip
     """Fig. 6 (spec §4.3): one column per criterion; accuracy vs learned parameters ‖ΔW‖₀ (log x, top) and vs
-    FLOPs (linear, bottom); every density and seed a point. For a dataset of the published Table 1 its points
-    (100/30/10 %; FLOPs were published for CIFAR-10 only) are drawn as hollow markers of the same colour."""
+    FLOPs (linear, bottom). Each learning method is a line through its pruning steps, mean ± std over seeds; for a
+    dataset of the published Table 1 its points (100/30/10 %; FLOPs were published for CIFAR-10 only) are hollow
+    markers of the same colour. A dotted line marks chance."""
     runs = runs.assign(label=series_labels(runs))
     criteria = [c for c in CRITERIA if c in set(runs["criterion"])]
     labels = sorted(set(runs["label"]), key=lambda lab: (_method_rank(runs[runs["label"] == lab]).iloc[0], lab))
-    ours = runs.assign(params=runs[f"delta_params_{count}"], flops=runs[f"flops_{count}"] / 1e6)
+    ours = runs.assign(params=runs[f"delta_params_{count}"], flops=runs[f"flops_{count}"])
     theirs = None
     if published is not None and dataset in set(published["dataset"]):
         theirs = published[published["dataset"] == dataset]
-        theirs = theirs.assign(params=theirs["delta_params_k"] * 1e3, flops=theirs["flops_m"])
+        theirs = theirs.assign(params=theirs["delta_params_k"] * 1e3, flops=theirs["flops_m"] * 1e6)
     styles = _style(list(labels) + ([] if theirs is None else sorted(set(theirs["label"]) - set(labels))))
-    fig, axes = plt.subplots(2, len(criteria), figsize=(4 * len(criteria), 7.5), squeeze=False, sharey="row")
+    width = max(4.2 * len(criteria), 11)  # room for the title and legend beside one or two columns
+    fig, axes = plt.subplots(2, len(criteria), figsize=(width, 8), squeeze=False, sharey="row")
     for col, criterion in enumerate(criteria):
         for label in labels:
-            rows = ours[(ours["criterion"] == criterion) & (ours["label"] == label)]
-            color, marker = styles[label]
-            for ax, x in zip(axes[:, col], ("params", "flops")):
-                ax.scatter(rows[x], rows["acc"], s=18, color=color, marker=marker, alpha=0.8, label=label)
+            _draw_ours(axes[:, col], ours[(ours["criterion"] == criterion) & (ours["label"] == label)], styles[label])
         if theirs is not None:  # the unpruned rows precede pruning, so they belong in every column
             rows = theirs[theirs["criterion"].isin([criterion, "none"])]
             for ax, x in zip(axes[:, col], ("params", "flops")):
-                ax.scatter(rows[x], rows["acc"], s=60, facecolors="none", linewidths=1.3,
+                ax.scatter(rows[x], rows["acc"], s=60, facecolors="none", linewidths=1.3, zorder=3,
                            edgecolors=[styles[lab][0] for lab in rows["label"]], marker="o")  # fmt: skip
         axes[0, col].set_title(CRITERIA[criterion])
         axes[0, col].set_xscale("log")
         axes[0, col].set_xlabel(f"learned parameters ‖ΔW‖₀ ({count} count)")
-        axes[1, col].set_xlabel(f"FLOPs (M multiply-accumulates, {count} count)")
+        axes[1, col].set_xlabel(f"FLOPs (multiply-accumulates, {count} count)")
+    chance = _chance_line(axes.flat, dataset)
     for ax in axes.flat:
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, which="major", alpha=0.3)
+        count_axis(ax.xaxis, log=ax.get_xscale() == "log")
     axes[0, 0].set_ylabel("accuracy (%)")
     axes[1, 0].set_ylabel("accuracy (%)")
-    handles = [Line2D([], [], ls="", marker=styles[lab][1], color=styles[lab][0], label=lab) for lab in labels]
-    if theirs is not None:
-        only_theirs = [lab for lab in styles if lab not in labels]  # e.g. SPLoRA r32 when we ran r8 only
-        handles += [Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor=styles[lab][0],
-                           label=f"{lab} (published)") for lab in only_theirs]  # fmt: skip
-        handles.append(Line2D([], [], ls="", marker="o", markerfacecolor="none", markeredgecolor="0.3", markersize=8,
-                              label="published" if count == "legacy" else "published (legacy count)"))  # fmt: skip
-    ncol = min(len(handles), 1 + len(criteria))  # as many as fit under the panels
-    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False)
+    seeds = ", ".join(str(s) for s in sorted(set(runs["seed"])))
+    handles = _legend_handles(labels, styles, seeds, theirs is not None, count) + ([chance] if chance else [])
+    ncol = min(len(handles), 3 if width >= 14 else 2)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, frameon=False, fontsize=9)
     archs = ", ".join(sorted(set(runs["arch"].astype(str))))
-    fig.suptitle(f"SPA on {DATASETS.get(dataset, dataset)} ({archs}): accuracy vs learned parameters and FLOPs")
-    fig.tight_layout(rect=(0, 0.035 * math.ceil(len(handles) / ncol), 1, 1))
+    source = "hollow circles: published" if theirs is not None else "no published values for this dataset"
+    fig.suptitle(f"SPA on {DATASETS.get(dataset, dataset)} ({archs}): accuracy vs learned parameters (top) and FLOPs "
+                 f"(bottom)\nlines: measured here, seeds {seeds}; {source}")  # fmt: skip
+    fig.tight_layout(rect=(0, 0.03 * math.ceil(len(handles) / ncol) + 0.01, 1, 1))
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
     plt.close(fig)
     return out
 
 
-def figures(results_dir: Path = RESULTS, figures_dir: Path = FIGURES, published_csv: Path = PUBLISHED,
-            count: str = "legacy") -> list[Path]:  # fmt: skip
-    """Table 1 and Fig. 6 for every ``spa_runs_<dataset>.csv`` in ``results_dir``, and the published Table 1."""
+def _runs_files(results_dir: Path, reference_dir: Path) -> list[Path]:
+    """The set's own ``spa_runs_<dataset>.csv``, plus the reference's for every dataset the set has none of."""
+    own = {p.name: p for p in sorted(results_dir.glob("spa_runs_*.csv"))}
+    reference = {p.name: p for p in sorted(reference_dir.glob("spa_runs_*.csv")) if p.name not in own}
+    for path in reference.values():
+        print(f"no {path.name} in {results_dir}: reading the reference runs {path}")
+    return sorted([*own.values(), *reference.values()], key=lambda p: p.name)
+
+
+def figures(results_dir: Path | None = None, figures_dir: Path | None = None, published_csv: Path = PUBLISHED,
+            count: str = "legacy", set_name: str = DEFAULT, reference_dir: Path = RESULTS) -> list[Path]:  # fmt: skip
+    """Table 1 and Fig. 6 for every ``spa_runs_<dataset>.csv`` of a results set (the reference's where the set has
+    none of its own), and the published Table 1; written into the set's folders, never into the reference unless
+    ``set_name`` is ``reference``. Returns the paths written."""
+    set_results, set_figures = set_dirs(set_name)
+    results_dir, figures_dir = results_dir or set_results, figures_dir or set_figures
+    check_writable(set_name, results_dir, figures_dir)
     published = read_published(published_csv)
     results_dir.mkdir(parents=True, exist_ok=True)
     written = [results_dir / "spa_table1_published.md"]
     written[0].write_text(published_markdown(published))
-    files = sorted(results_dir.glob("spa_runs_*.csv"))
+    files = _runs_files(results_dir, reference_dir)
     if not files:
         print(f"no spa_runs_<dataset>.csv in {results_dir}: run the SPA sweep, then `python paper/spa.py collect "
               f"<sweep_dir>`; wrote only the published table {written[0]}")  # fmt: skip
     for path in files:
-        name = path.stem.removeprefix("spa_runs_")
-        runs = read_runs(path)
-        datasets = sorted(set(runs["dataset"].astype(str)))
-        if len(datasets) != 1:
-            raise SpaInputError(f"{path} holds datasets {datasets}; collect one spa_runs_<dataset>.csv per dataset")
-        table, notes = table1(runs)
-        for note in notes:
-            print(f"{path.name}: {note}")
-        table.to_csv(results_dir / f"spa_table1_{name}.csv", index=False)
-        (results_dir / f"spa_table1_{name}.md").write_text(table1_markdown(table, datasets[0]))
-        figure = draw_figure(runs, datasets[0], figures_dir / f"spa_{name}.png", published, count)
-        written += [results_dir / f"spa_table1_{name}.csv", results_dir / f"spa_table1_{name}.md", figure]
-    print("wrote " + ", ".join(str(p) for p in written))
+        written += _table_and_figure(path, results_dir, figures_dir, published, count)
+    for path in written:
+        print(f"wrote {path}")
     return written
+
+
+def _table_and_figure(path: Path, results_dir: Path, figures_dir: Path, published: pd.DataFrame,
+                      count: str) -> list[Path]:  # fmt: skip
+    name = path.stem.removeprefix("spa_runs_")
+    runs = read_runs(path)
+    datasets = sorted(set(runs["dataset"].astype(str)))
+    if len(datasets) != 1:
+        raise SpaInputError(f"{path} holds datasets {datasets}; collect one spa_runs_<dataset>.csv per dataset")
+    table, notes = table1(runs)
+    for note in notes:
+        print(f"{path.name}: {note}")
+    csv, markdown = results_dir / f"spa_table1_{name}.csv", results_dir / f"spa_table1_{name}.md"
+    table.to_csv(csv, index=False)
+    markdown.write_text(table1_markdown(table, datasets[0]))
+    return [csv, markdown, draw_figure(runs, datasets[0], figures_dir / f"spa_{name}.png", published, count)]
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results-dir", type=Path, default=RESULTS, help="where spa_runs_*.csv are and tables go")
-    parser.add_argument("--figures-dir", type=Path, default=FIGURES, help="where spa_<dataset>.png go")
+    parser.add_argument("--set", dest="set_name", default=DEFAULT,
+                        help=f"{REFERENCE} (the committed files) or a name: outputs/results/<name>/")  # fmt: skip
+    parser.add_argument("--results-dir", type=Path, help="where spa_runs_*.csv are and tables go (default: the set's)")
+    parser.add_argument("--figures-dir", type=Path, help="where spa_<dataset>.png go (default: the set's)")
     parser.add_argument("--published", type=Path, default=PUBLISHED, help="the published Table 1 (long CSV)")
     parser.add_argument("--count", choices=("legacy", "exact"), default="legacy",
                         help="which ΔParams/FLOPs counter the figure plots (published points are legacy)")  # fmt: skip
@@ -399,13 +510,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     gather = commands.add_parser("collect", help="concatenate a sweep's spa_results.csv into spa_runs_<dataset>.csv")
     gather.add_argument("sweep_dir", type=Path)
     gather.add_argument("--out", type=Path, help="one CSV for everything (default: one per dataset in results-dir)")
+    gather.add_argument("--replace", action="store_true", help="overwrite a spa_runs CSV that already exists")
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
-            collect(args.sweep_dir, args.out, args.results_dir)
+            collect(args.sweep_dir, args.out, args.results_dir, args.replace, args.set_name)
         else:
-            figures(args.results_dir, args.figures_dir, args.published, args.count)
-    except (FileNotFoundError, SpaInputError) as error:
+            figures(args.results_dir, args.figures_dir, args.published, args.count, args.set_name)
+    except (FileNotFoundError, ValueError) as error:  # SpaInputError, ReferenceSetError, a bad set name
         parser.exit(2, f"{parser.prog}: error: {error}\n")
 
 

@@ -1,7 +1,9 @@
-"""paper/spa.py: collect a sweep's per-run CSVs, Table 1 numbers by hand, Fig. 6, and the published Table 1."""
+"""paper/spa.py: collect a sweep's per-run CSVs, Table 1 numbers by hand, Fig. 6, the published Table 1, and where
+they go (a user's results set; the committed reference set only when named)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import math
 import subprocess
@@ -27,6 +29,7 @@ def _load() -> ModuleType:
 
 
 spa = _load()
+common = sys.modules["common"]  # paper/common.py, imported by spa.py
 
 
 def _run(criterion: str, method: str, seed: int, mask_mode: str = "legacy", acc_shift: float = 0.0) -> list[dict]:
@@ -84,7 +87,8 @@ def test_collect_then_figures_cli(tmp_path: Path) -> None:
     collected = results / "spa_runs_cifar10.csv"  # dataset inferred: every row is cifar10
     assert str(collected) in done.stdout and "14 runs, 70 rows" in done.stdout
     runs = pd.read_csv(collected)
-    assert list(runs.columns) == spa.COLUMNS and len(runs) == 70
+    assert list(runs.columns) == [*spa.COLUMNS, "sweep"] and len(runs) == 70
+    assert set(runs["sweep"]) == {"sweep"}  # the sweep directory's name: which sweep these runs came from
 
     done = _cli("--results-dir", str(results), "--figures-dir", str(figures))
     assert done.returncode == 0, done.stderr
@@ -103,16 +107,21 @@ def test_collect_then_figures_cli(tmp_path: Path) -> None:
     assert splora["flops_legacy_m_std"] == pytest.approx(1 / math.sqrt(2))
     assert _row(table, "taylor", "SPPaRA", 0.1)["params_ratio_exact"] == pytest.approx(2.0)
     assert math.isnan(_row(table, "taylor", "Fine-pruning", 0.1)["d_acc"])  # the reference has no annotation
-    unpruned = _row(table, "none", "Fine-pruning", 1.0)  # pooled over both criteria: 90, 92, 91, 93
-    assert unpruned["n"] == 4 and unpruned["acc_mean"] == pytest.approx(91.5)
-    assert unpruned["acc_std"] == pytest.approx(math.sqrt(5 / 3))
+    # unpruned: one value per seed, the mean of its criterion runs (seed 1: 90, 91; seed 2: 92, 93), n = 2 seeds
+    unpruned = _row(table, "none", "Fine-pruning", 1.0)
+    assert unpruned["n"] == 2 and unpruned["seeds"] == "1 2" and unpruned["acc_mean"] == pytest.approx(91.5)
+    assert unpruned["acc_std"] == pytest.approx(math.sqrt(2))
+    assert "differ (unpruned: across criteria) by up to 1.00 points" in done.stdout  # the synthetic taylor +1
     enforced = _row(table, "weight", "SPLoRA r8 (enforced)", 0.1)  # against the enforced FP, not the legacy one
     assert enforced["n"] == 1 and enforced["d_acc"] == pytest.approx((88 - 1) - (90 - 3))
     assert math.isnan(enforced["acc_std"])
 
     markdown = (results / "spa_table1_cifar10.md").read_text()
     assert "| resnet50 | Weight | SPLoRA r8 | 31.0% | 2 | 82.10 ± 1.41 | -2.00 | 62.0 ± 0.0 | ↓10.0× |" in markdown
-    assert "| resnet50 | Unpruned | SPLoRA r8 | 100.0% | 4 |" in markdown
+    assert "| resnet50 | Unpruned | SPLoRA r8 | 100.0% | 2 |" in markdown
+    # one seed: its value alone, no "± nan" or "± 0.00"
+    [single] = [line for line in markdown.splitlines() if "| Weight | SPLoRA r8 (enforced) | 12.0% |" in line]
+    assert single.startswith("| resnet50 | Weight | SPLoRA r8 (enforced) | 12.0% | 1 | 78.20 | ") and "±" not in single
     assert (results / "spa_table1_published.md").is_file()
 
 
@@ -164,10 +173,10 @@ def test_runs_that_stop_early_are_noted() -> None:
     assert len(picks) == 14 * 3 - 4
 
 
-def test_missing_runs_still_draws_published_table(tmp_path: Path) -> None:
-    done = _cli("--results-dir", str(tmp_path), "--figures-dir", str(tmp_path / "figures"))
-    assert done.returncode == 0, done.stderr
-    assert f"no spa_runs_<dataset>.csv in {tmp_path}" in done.stdout
+def test_missing_runs_still_draws_published_table(tmp_path: Path, capsys) -> None:
+    # neither the set nor the reference (here an empty folder) has runs
+    spa.figures(tmp_path, tmp_path / "figures", reference_dir=tmp_path / "no_reference")
+    assert f"no spa_runs_<dataset>.csv in {tmp_path}" in capsys.readouterr().out
     markdown = (tmp_path / "spa_table1_published.md").read_text()
     assert "| Taylor | SPLoRA r32 | 10% | 292.6 (↓2.0×) | 242.0 | 93.27 (+5.20) | 91.30 (+25.63) | 97.21 (+1.91) |" in (
         markdown
@@ -201,3 +210,106 @@ def test_published_table_has_every_spec_value() -> None:
     fp = pruned[pruned["method"] == "finetune"].set_index(idx)["acc"]
     r8 = pruned[pruned["rank"] == 8].set_index(idx)["acc"]
     assert (r8 - fp).mean() == pytest.approx(-1.60, abs=0.005)
+
+
+def test_seed_aggregation_one_row_per_criterion_method_density() -> None:
+    """Two seeds: mean, std (ddof 1) and n = 2; one seed: its value, no std, n = 1; never one row per run."""
+    two = pd.DataFrame(_run("weight", "splora", 1) + _run("weight", "splora", 2) + _run("weight", "finetune", 1))
+    table, _ = spa.table1(two)
+    assert not table.duplicated(["criterion", "label", "target_density"]).any()
+    splora = _row(table, "weight", "SPLoRA r8", 0.1)
+    assert splora["n"] == 2 and splora["seeds"] == "1 2"
+    assert splora["acc_mean"] == pytest.approx(88 - 8.8 + 1) and splora["acc_std"] == pytest.approx(math.sqrt(2))
+    single = _row(table, "weight", "Fine-pruning", 0.1)
+    assert single["n"] == 1 and single["acc_mean"] == pytest.approx(90 - 8.8) and math.isnan(single["acc_std"])
+    assert spa._pm(single["acc_mean"], single["acc_std"], 2) == "81.20"
+    assert spa._pm(splora["acc_mean"], splora["acc_std"], 2) == "80.20 ± 1.41"
+    # the unpruned step is shared by the criterion runs of a seed: each seed counts once
+    four = pd.DataFrame([r for c in CRIT_ACC for s in (1, 2) for r in _run(c, "finetune", s)])
+    unpruned = _row(spa.table1(four)[0], "none", "Fine-pruning", 1.0)
+    assert unpruned["n"] == 2 and unpruned["acc_mean"] == pytest.approx(91.5)
+
+
+def test_committed_table_counts_seeds() -> None:
+    """The committed digits table: two seeds per row (n = 2), the unpruned rows included."""
+    table = pd.read_csv(spa.RESULTS / "spa_table1_digits.csv", keep_default_na=False, na_values=[""])
+    runs = spa.read_runs(spa.RESULTS / "spa_runs_digits.csv")
+    assert (table["n"] == runs["seed"].nunique()).all() and set(table["seeds"]) == {"1 2"}
+    assert not table.duplicated(["criterion", "label", "target_density"]).any()
+    assert "| resnet_tiny | Unpruned | Fine-pruning (enforced) | 100.0% | 2 | 94.61 ± 0.26 |" in (
+        (spa.RESULTS / "spa_table1_digits.md").read_text()
+    )
+
+
+def _digests(*folders: Path) -> dict[Path, str]:
+    return {f: hashlib.sha256(f.read_bytes()).hexdigest() for d in folders for f in sorted(d.rglob("*")) if f.is_file()}
+
+
+def test_user_set_reads_the_reference_and_never_writes_it(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`make figures` (set "mine"): the committed runs drawn into the user's folder, the reference bytes unchanged."""
+    monkeypatch.setattr(common, "USER_SETS", tmp_path / "sets")
+    before = _digests(spa.RESULTS, spa.FIGURES)
+    written = spa.figures(set_name="mine")
+    out = capsys.readouterr().out
+    mine = tmp_path / "sets" / "mine"
+    assert f"reading the reference runs {spa.RESULTS / 'spa_runs_digits.csv'}" in out
+    assert sorted(p.name for p in written) == ["spa_digits.png", "spa_table1_digits.csv", "spa_table1_digits.md",
+                                               "spa_table1_published.md"]  # fmt: skip
+    assert all(p.parent == mine and f"wrote {p}" in out for p in written)
+    assert (mine / "spa_digits.png").stat().st_size > 50_000
+    # the same inputs give the committed table
+    assert (mine / "spa_table1_digits.md").read_text() == (spa.RESULTS / "spa_table1_digits.md").read_text()
+    # a sweep collected into the set: its own runs are used from then on, the reference is not read
+    sweep = _sweep(tmp_path)
+    [own] = spa.collect(sweep, set_name="mine")
+    assert own == mine / "spa_runs_cifar10.csv"
+    spa.figures(set_name="mine")
+    assert "reading the reference runs" in capsys.readouterr().out  # digits still from the reference
+    assert (mine / "spa_cifar10.png").is_file()
+    assert _digests(spa.RESULTS, spa.FIGURES) == before
+
+
+def test_reference_set_is_written_only_when_named(tmp_path: Path, monkeypatch) -> None:
+    before = _digests(spa.RESULTS, spa.FIGURES)
+    with pytest.raises(common.ReferenceSetError, match="--set reference"):
+        spa.figures(spa.RESULTS, spa.FIGURES)  # the reference folders, but the set named is the default
+    with pytest.raises(common.ReferenceSetError, match="RESULTS=reference"):
+        spa.collect(_sweep(tmp_path), out=spa.RESULTS / "spa_runs_cifar10.csv")
+    done = _cli("--results-dir", str(spa.RESULTS))
+    assert done.returncode == 2 and "committed reference set" in done.stderr
+    assert _digests(spa.RESULTS, spa.FIGURES) == before
+    # naming it is the way: here the reference folders are moved to tmp_path so the committed files stay as they are
+    monkeypatch.setattr(common, "REFERENCE_RESULTS", tmp_path / "ref_results")
+    monkeypatch.setattr(common, "REFERENCE_FIGURES", tmp_path / "ref_figures")
+    written = spa.figures(set_name="reference", reference_dir=tmp_path / "ref_results")
+    assert written == [tmp_path / "ref_results" / "spa_table1_published.md"]
+
+
+def test_collect_never_mixes_or_overwrites_a_sweep(tmp_path: Path) -> None:
+    sweep = _sweep(tmp_path)
+    [first] = spa.collect(sweep, results_dir=tmp_path / "set")
+    old = first.read_bytes()
+    with pytest.raises(ValueError, match="already holds 70 rows of sweep sweep; collect into another results set"):
+        spa.collect(sweep, results_dir=tmp_path / "set")
+    done = _cli("--results-dir", str(tmp_path / "set"), "collect", str(sweep))
+    assert done.returncode == 2 and "--replace" in done.stderr
+    assert first.read_bytes() == old
+    later = tmp_path / "2030-01-01_00-00-00"
+    sweep.rename(later)
+    done = _cli("--results-dir", str(tmp_path / "set"), "collect", str(later), "--replace")
+    assert done.returncode == 0, done.stderr
+    assert set(pd.read_csv(first)["sweep"]) == {"2030-01-01_00-00-00"} and len(pd.read_csv(first)) == 70
+
+
+def test_results_set_paths() -> None:
+    assert common.set_dirs("reference") == (spa.RESULTS, spa.FIGURES) == (PAPER / "results", PAPER / "figures")
+    assert common.set_dirs("mine") == (PAPER.parent / "outputs" / "results" / "mine",) * 2
+    for bad in ("../paper", "a/b", ""):
+        with pytest.raises(ValueError, match="plain folder name"):
+            common.set_dirs(bad)
+    common.check_writable("reference", spa.RESULTS / "x.csv")
+    common.check_writable("mine", PAPER.parent / "outputs" / "results" / "mine" / "x.csv")
+    with pytest.raises(common.ReferenceSetError):
+        common.check_writable("mine", spa.FIGURES / "spa_digits.png")
+    assert common.si(500) == "500" and common.si(1000) == "1K" and common.si(20_000) == "20K"
+    assert common.si(1.5e6) == "1.5M" and common.si(2e9) == "2G"
