@@ -3,7 +3,9 @@
 
 Builds each model at the paper's input (clip models: one clip; continual models: one prediction after warm-up),
 measures params, GFLOPs, peak memory and throughput with ``modules.profiling.profile_model``, and writes
-``paper/results/kinetics400_profile.csv`` (read by ``paper/kinetics400.py``), with the paper's GFLOPs beside ours.
+``kinetics400_profile.csv`` (read by ``paper/kinetics400.py``), with the paper's GFLOPs beside ours: by default into
+the user's results set ``outputs/results/mine/``; the committed ``paper/results/kinetics400_profile.csv`` is replaced
+only by ``--output`` naming it (``make profile-cox3d RESULTS=reference``).
 GFLOPs come in three conventions (``modules.profiling`` docstring):
 
 * ``gflops``: the multiply-accumulates of the conv/matmul ops executed per prediction (ours);
@@ -29,7 +31,7 @@ from modules.profiling import profile_model
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLISHED = ROOT / "paper" / "results" / "kinetics400_published.csv"
-OUTPUT = ROOT / "paper" / "results" / "kinetics400_profile.csv"
+OUTPUT = ROOT / "outputs" / "results" / "mine" / "kinetics400_profile.csv"  # never the committed reference copy
 
 # paper row -> (registry name, mode, frames, crop, builder overrides)
 ROWS: dict[str, tuple[str, str, int, int, dict]] = {
