@@ -46,6 +46,8 @@ FRAMES_DIR = "Charades_v1_rgb"
 SPLIT_FILES = {"train": "train.csv", "val": "val.csv", "test": "val.csv"}
 LAYOUT = f"data/{FRAMES_DIR}/<vid>/<vid>-000001.jpg ... and splits/{{train.csv,val.csv,classes.txt}}"
 COLUMNS = ("original_vido_id", "video_id", "frame_id", "path", "labels")
+#: Charades videos last 30 s on average (Sigurdsson et al., ECCV 2016); the frame dump is at 24 fps
+VIDEO_FRAMES = 30 * 24
 
 
 @dataclass
@@ -247,6 +249,10 @@ class CharadesDataModule(VideoDataModule):
                 )
             self.classes = classes
         super().setup(stage)
+
+    def video_frames(self) -> int:
+        """An average video: 30 s at 24 fps (the lengths vary a lot: the frame lists give each one's)."""
+        return VIDEO_FRAMES
 
     def _build(self, split: str) -> CharadesDataset:
         h, train = self.hparams, split == "train"

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 
 SPLIT_DIRS = {"train": "train", "val": "validate", "validate": "validate", "test": "test"}
 STANDARD_NUM_CLASSES = (400, 600, 700)
+#: Kinetics videos are trimmed to 10 s segments (a few are shorter)
+VIDEO_SECONDS = 10.0
 
 
 def split_dir(split: str) -> str:
@@ -294,6 +296,10 @@ class KineticsDataModule(VideoDataModule):
                 "set data.num_classes to match (the model's head is built with it)"
             )
         return classes
+
+    def video_frames(self) -> int:
+        """A 10 s segment at ``target_fps``: 300 frames at 30 fps."""
+        return round(VIDEO_SECONDS * self.hparams.target_fps)
 
     def _build(self, split: str) -> KineticsDataset:
         h, train = self.hparams, split == "train"

@@ -100,6 +100,10 @@ class SyntheticClipDataModule(pl.LightningDataModule):
         self.eval_clip_length = eval_clip_length or clip_length
         self.splits: dict[str, SyntheticClips] = {}
 
+    def max_clip_frames(self) -> None:
+        """No limit: every split is generated at its clip length, so every frame of a clip is distinct."""
+        return None
+
     def _make(self, num_samples: int, clip_length: int, seed_offset: int) -> SyntheticClips:
         h = self.hparams
         return SyntheticClips(

@@ -43,6 +43,7 @@ __all__ = [
     "VideoTransform",
     "clip_indices",
     "clip_start",
+    "distinct_clip_frames",
     "read_video",
     "require_dataset_dir",
     "resample_indices",
@@ -61,6 +62,8 @@ NORMALISATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
     # the third style of the co3d repository (LukasHedegaard/co3d, datasets/dataloader.py)
     "kopuklu": ((0.4338692858, 0.4045515923, 0.37760875), (0.1519876776, 0.14855877375, 0.1569763971)),
     "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
+    # torchvision's video models (R(2+1)D-18's Kinetics-400 weights, torchvision.transforms._presets)
+    "torchvision_kinetics": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
 }
 
 
@@ -102,6 +105,15 @@ def clip_start(num_frames: int, span: int, *, random: bool) -> int:
     if random:
         return int(torch.randint(last_start + 1, ()).item())
     return last_start // 2
+
+
+def distinct_clip_frames(num_frames: int, stride: int) -> int:
+    """The longest clip of a ``num_frames``-frame video whose frames are all ``stride`` apart: its span
+    ``(n - 1) * stride + 1`` must fit, so ``ceil(num_frames / stride)``. A longer clip is clamped to the last
+    frame (``clip_indices``), so the frames beyond are copies of it."""
+    if num_frames < 1 or stride < 1:
+        raise ValueError(f"num_frames and stride must be >= 1, got {num_frames} and {stride}")
+    return -(-num_frames // stride)
 
 
 def clip_indices(num_frames: int, frames_per_clip: int, stride: int, *, random: bool) -> np.ndarray:
@@ -305,6 +317,10 @@ class VideoDataModule(pl.LightningDataModule):
     the warm-up plus predicted frames of a continual protocol. ``pin_memory`` defaults to whether CUDA is
     available. ``channels``, ``height`` and ``width`` describe the
     clips for configs that read them (the profiler's input shape) and must be 3 and ``crop_size``.
+
+    ``video_frames()`` is how long a video is, roughly (frames at the clip frame rate; None: unknown), and
+    ``max_clip_frames()`` how many distinct frames a clip ``sampling_stride`` apart can take from it: an
+    evaluation protocol that needs longer clips gets the last frame repeated (``clip_indices``).
     """
 
     #: whether targets are multi-hot float vectors (multi-label, BCE) rather than class indices
@@ -340,6 +356,16 @@ class VideoDataModule(pl.LightningDataModule):
     @abstractmethod
     def _build(self, split: str) -> SkippingDataset:
         """The dataset of ``split`` (``train``, ``val`` or ``test``)."""
+
+    def video_frames(self) -> int | None:
+        """Frames of a typical video at the clip frame rate, as far as the datamodule knows; None: unknown."""
+        return None
+
+    def max_clip_frames(self) -> int | None:
+        """Distinct frames a clip ``hparams.sampling_stride`` frames apart can take from a typical video (None:
+        unknown)."""
+        frames = self.video_frames()
+        return None if frames is None else distinct_clip_frames(frames, self.hparams.sampling_stride)
 
     def setup(self, stage: str | None = None) -> None:
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}

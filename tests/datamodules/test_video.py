@@ -17,6 +17,7 @@ from datamodules.video import (
     VideoDecodeError,
     VideoTransform,
     clip_indices,
+    distinct_clip_frames,
     read_video,
     require_dataset_dir,
     resample_indices,
@@ -61,6 +62,27 @@ def test_train_clip_start_is_uniform_within_bounds():
 def test_clip_longer_than_video_repeats_the_last_frame(random):
     np.testing.assert_array_equal(clip_indices(5, 8, 1, random=random), [0, 1, 2, 3, 4, 4, 4, 4])
     np.testing.assert_array_equal(clip_indices(5, 4, 2, random=random), [0, 2, 4, 4])
+
+
+@pytest.mark.parametrize(("num_frames", "stride"), [(64, 1), (64, 2), (300, 6), (300, 7), (5, 8)])
+def test_distinct_clip_frames_is_the_longest_clip_that_needs_no_clamping(num_frames, stride):
+    n = distinct_clip_frames(num_frames, stride)
+    indices = clip_indices(num_frames, n, stride, random=False)
+    assert (np.diff(indices) == stride).all() and indices[-1] < num_frames
+    longer = clip_indices(num_frames, n + 2, stride, random=False)
+    assert longer[-1] == longer[-2] == num_frames - 1  # clamped: the last frame repeats
+
+
+def test_video_datamodules_know_how_many_distinct_frames_a_clip_can_take():
+    from datamodules.charades import CharadesDataModule
+    from datamodules.kinetics import KineticsDataModule
+    from datamodules.moving_digits import MovingDigitsDataModule
+    from datamodules.synthetic import SyntheticClipDataModule
+
+    assert KineticsDataModule(sampling_stride=6).max_clip_frames() == 50  # 10 s at 30 fps
+    assert MovingDigitsDataModule(num_frames=64, sampling_stride=2).max_clip_frames() == 32
+    assert CharadesDataModule(sampling_stride=8).max_clip_frames() == 90  # 30 s at 24 fps, on average
+    assert SyntheticClipDataModule().max_clip_frames() is None  # generated at any length
 
 
 def test_clip_rejects_bad_lengths():
