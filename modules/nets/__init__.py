@@ -10,13 +10,16 @@ from . import (
     resnet3d,  # noqa: F401
     x3d,  # noqa: F401
 )
-from .registry import build, get_builder, list_models, register_model
+from .registry import InputSpec, build, builder_defaults, get_builder, input_spec, list_models, register_model
 from .weights import LoadReport, load_pretrained, register_converter
 
 __all__ = [
+    "InputSpec",
     "LoadReport",
     "build",
+    "builder_defaults",
     "get_builder",
+    "input_spec",
     "list_models",
     "load_pretrained",
     "register_converter",

@@ -18,9 +18,13 @@ from torch import Tensor, nn
 
 from modules import continual as co
 
-from .registry import register_model
+from .registry import InputSpec, register_model
 
 __all__ = ["ChannelLinear", "co_conv_stack", "conv_stack"]
+
+
+# The synthetic data's defaults (datamodules/synthetic.py): 8-frame clips of 16 x 16 unnormalised pixels.
+_INPUT = InputSpec(clip_length=8, sampling_stride=1, crop_size=16, normalisation="none")
 
 
 class ChannelLinear(nn.Linear):
@@ -37,7 +41,7 @@ def _widths(in_channels: int, channels: Sequence[int]) -> list[tuple[int, int]]:
     return list(itertools.pairwise(widths))
 
 
-@register_model("conv_stack")
+@register_model("conv_stack", input_spec=_INPUT)
 def conv_stack(
     *, in_channels: int = 3, num_classes: int = 10, channels: Sequence[int] = (8, 16), kernel_size: int = 3
 ) -> nn.Sequential:
@@ -51,7 +55,7 @@ def conv_stack(
     return nn.Sequential(*layers)
 
 
-@register_model("co_conv_stack")
+@register_model("co_conv_stack", input_spec=_INPUT)
 def co_conv_stack(
     *,
     in_channels: int = 3,

@@ -22,9 +22,13 @@ import torchvision
 from torch import nn
 from torchvision.models import get_model_weights
 
-from .registry import register_model
+from .registry import InputSpec, register_model
 
 __all__ = ["torchvision_model", "vgg16", "vit_b16"]
+
+
+# ImageNet classifiers (the study fed them 224 x 224 images); image models have no time axis.
+_IMAGENET_INPUT = InputSpec(crop_size=224, clip_length=None, normalisation="imagenet")
 
 
 def _offline_error(arch: str, weights: Any, error: Exception) -> RuntimeError:
@@ -59,7 +63,7 @@ def _freeze(module: nn.Module) -> None:
         p.requires_grad_(False)
 
 
-@register_model("vgg16")
+@register_model("vgg16", input_spec=_IMAGENET_INPUT)
 def vgg16(*, num_classes: int = 10, pretrained: bool = False, freeze_features: bool = False) -> nn.Module:
     """Torchvision VGG-16 (without BN) with ``classifier[6]`` replaced by ``Linear(4096, num_classes)``.
 
@@ -74,7 +78,7 @@ def vgg16(*, num_classes: int = 10, pretrained: bool = False, freeze_features: b
     return net
 
 
-@register_model("vit_b16")
+@register_model("vit_b16", input_spec=_IMAGENET_INPUT)
 def vit_b16(*, num_classes: int = 10, pretrained: bool = False, image_size: int = 224) -> nn.Module:
     """Torchvision ViT-B/16 with ``heads.head`` replaced by ``Linear(768, num_classes)``.
 

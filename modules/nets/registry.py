@@ -2,25 +2,65 @@
 
 Configs name architectures through ``build`` (``_target_: modules.nets.build``, ``name: conv_stack``), so a
 config never depends on the module path of a builder, and every registered model can be tested in one loop.
+
+Each model also registers what it expects of its input (``InputSpec``, like timm's ``default_cfgs``): clip
+length, sampling stride, crop and normalisation. ``input_spec(name)`` reads it; the profiler's default data
+config (``configs/data/model_input.yaml``) takes the input shape from it. A continual twin shares its offline
+net's facts; the clip length it needs for stepwise evaluation follows from the built net (``net.delay``,
+``modules.system.required_clip_length``), so it is not stored here.
 """
 
 from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["build", "get_builder", "list_models", "register_model"]
+__all__ = ["InputSpec", "build", "builder_defaults", "get_builder", "input_spec", "list_models", "register_model"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a model expects: ``clip_length`` frames taken every ``sampling_stride`` frames of a 30 fps video,
+    ``channels`` x ``crop_size`` x ``crop_size`` pixels normalised with ``normalisation``.
+
+    Image models have no time axis: ``clip_length`` and ``sampling_stride`` are ``None``. ``normalisation`` names
+    an entry of ``datamodules.video.NORMALISATIONS`` (video models) or ``datamodules.images.NORMALISATIONS``
+    (image models); ``None`` means the statistics of the dataset itself (no fixed convention).
+    """
+
+    crop_size: int
+    clip_length: int | None
+    sampling_stride: int | None = None
+    normalisation: str | None = None
+    channels: int = 3
+
+    def __post_init__(self) -> None:
+        if self.crop_size < 1 or self.channels < 1:
+            raise ValueError(f"crop_size and channels must be positive, got {self.crop_size} and {self.channels}")
+        if (self.clip_length is None) != (self.sampling_stride is None):
+            raise ValueError(
+                "clip_length and sampling_stride are both set (a video model) or both None (an image model); "
+                f"got clip_length={self.clip_length}, sampling_stride={self.sampling_stride}"
+            )
+        if self.clip_length is not None and (self.clip_length < 1 or self.sampling_stride < 1):
+            raise ValueError(
+                f"clip_length and sampling_stride must be >= 1, got {self.clip_length} and {self.sampling_stride}"
+            )
+
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_INPUT_SPECS: dict[str, InputSpec] = {}
 
 F = TypeVar("F", bound=Callable[..., nn.Module])
 
 
-def register_model(name: str) -> Callable[[F], F]:
-    """Register a builder under ``name``. Builders take keyword-only arguments, so configs stay explicit."""
+def register_model(name: str, *, input_spec: InputSpec | None = None) -> Callable[[F], F]:
+    """Register a builder under ``name`` with the ``input_spec`` its model expects. Builders take keyword-only
+    arguments, so configs stay explicit."""
 
     def decorator(fn: F) -> F:
         if name in _REGISTRY and _REGISTRY[name] is not fn:
@@ -36,6 +76,8 @@ def register_model(name: str) -> Callable[[F], F]:
                 "make them keyword-only (put `*,` first)"
             )
         _REGISTRY[name] = fn
+        if input_spec is not None:
+            _INPUT_SPECS[name] = input_spec
         return fn
 
     return decorator
@@ -52,6 +94,23 @@ def get_builder(name: str) -> Callable[..., nn.Module]:
         return _REGISTRY[name]
     except KeyError:
         raise KeyError(f"unknown model {name!r}; registered models: {', '.join(list_models()) or '(none)'}") from None
+
+
+def input_spec(name: str) -> InputSpec:
+    """The input facts registered with ``name``; a model registered without them raises ``KeyError``."""
+    get_builder(name)  # an unknown name lists the known ones
+    try:
+        return _INPUT_SPECS[name]
+    except KeyError:
+        raise KeyError(
+            f"model {name!r} was registered without input facts; pass register_model({name!r}, input_spec=...)"
+        ) from None
+
+
+def builder_defaults(name: str) -> dict[str, Any]:
+    """The default of every argument of ``name``'s builder that has one, e.g. ``num_classes``."""
+    parameters = inspect.signature(get_builder(name)).parameters.values()
+    return {p.name: p.default for p in parameters if p.default is not p.empty}
 
 
 def build(name: str, *, weights: str | None = None, **overrides: Any) -> nn.Module:

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .image_nets import torchvision_model
-from .registry import register_model
+from .registry import InputSpec, register_model
 from .weights import register_converter
 
 __all__ = [
@@ -43,6 +43,12 @@ __all__ = [
     "resnet50_cifar",
     "resnet_tiny",
 ]
+
+
+# Image models: no time axis (clip_length None). The digits default normalises with each task's own statistics.
+_IMAGENET_INPUT = InputSpec(crop_size=224, clip_length=None, normalisation="imagenet")
+_CIFAR_INPUT = InputSpec(crop_size=32, clip_length=None, normalisation="cifar")
+_DIGITS_INPUT = InputSpec(crop_size=8, clip_length=None, normalisation=None)
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +222,7 @@ def _resnet(
     return net
 
 
-@register_model("resnet18")
+@register_model("resnet18", input_spec=_IMAGENET_INPUT)
 def resnet18(*, num_classes: int = 10, pretrained: bool = False) -> ResNet:
     """ResNet-18 with the ImageNet 7×7 stride-2 stem (no maxpool), for 224×224 inputs."""
     return _resnet(
@@ -224,7 +230,7 @@ def resnet18(*, num_classes: int = 10, pretrained: bool = False) -> ResNet:
     )
 
 
-@register_model("resnet50")
+@register_model("resnet50", input_spec=_IMAGENET_INPUT)
 def resnet50(*, num_classes: int = 10, pretrained: bool = False) -> ResNet:
     """ResNet-50 with the ImageNet 7×7 stride-2 stem (no maxpool), for 224×224 inputs (Flowers, Cats & Dogs)."""
     return _resnet(
@@ -232,19 +238,19 @@ def resnet50(*, num_classes: int = 10, pretrained: bool = False) -> ResNet:
     )
 
 
-@register_model("resnet18_cifar")
+@register_model("resnet18_cifar", input_spec=_CIFAR_INPUT)
 def resnet18_cifar(*, num_classes: int = 10, pretrained: bool = False) -> ResNet:
     """ResNet-18 with the CIFAR 3×3 stride-1 stem, for 32×32 inputs (the SPLoRA rank/init ablation)."""
     return _resnet("resnet18", BasicBlock, (2, 2, 2, 2), stem="cifar", num_classes=num_classes, pretrained=pretrained)
 
 
-@register_model("resnet50_cifar")
+@register_model("resnet50_cifar", input_spec=_CIFAR_INPUT)
 def resnet50_cifar(*, num_classes: int = 10, pretrained: bool = False) -> ResNet:
     """ResNet-50 with the CIFAR 3×3 stride-1 stem, for 32×32 inputs (Table 1's CIFAR-10 column)."""
     return _resnet("resnet50", Bottleneck, (3, 4, 6, 3), stem="cifar", num_classes=num_classes, pretrained=pretrained)
 
 
-@register_model("resnet_tiny")
+@register_model("resnet_tiny", input_spec=_DIGITS_INPUT)
 def resnet_tiny(
     *,
     num_classes: int = 10,

@@ -25,20 +25,17 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
 
 from modules import continual as co
 
-from .registry import register_model
+from .registry import InputSpec, register_model
 
 __all__ = [
-    "INPUT_SPECS",
     "CoResBlock",
     "CoResNet3D",
-    "InputSpec",
     "ResBlock",
     "ResNet3D",
     "coi3d_8x8_r50",
@@ -49,33 +46,16 @@ __all__ = [
 ]
 
 
-# --- input specs ------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class InputSpec:
-    """What a model expects: ``frames`` frames taken every ``sampling_stride`` frames of a 30 fps video, and a
-    centre crop of ``crop × crop`` pixels (Co3D's evaluation resizes the short side to ``crop`` first)."""
-
-    frames: int
-    crop: int
-    sampling_stride: int
-
-
-_SLOW_INPUT = InputSpec(frames=8, crop=256, sampling_stride=8)  # SlowFast configs/Kinetics/SLOW_8x8_R50.yaml
-_I3D_INPUT = InputSpec(frames=8, crop=224, sampling_stride=8)  # SlowFast configs/Kinetics/c2/I3D_8x8_R50.yaml
-# torchvision's video_classification reference trains on 16-frame clips of 15 fps video, i.e. every 2nd frame of
-# 30 fps video; Co3D's R(2+1)D-18₈ row evaluates 8 of them at 112².
-_R2PLUS1D_INPUT = InputSpec(frames=8, crop=112, sampling_stride=2)
+# --- input specs (also ``net.input_spec``; a centre crop after scaling the short side to the crop) -----------
+# SlowFast configs/Kinetics/SLOW_8x8_R50.yaml: tested at 256² (Co3D profiles Slow at 256² too)
+_SLOW_INPUT = InputSpec(clip_length=8, sampling_stride=8, crop_size=256, normalisation="feichtenhofer")
+# SlowFast configs/Kinetics/c2/I3D_8x8_R50.yaml
+_I3D_INPUT = InputSpec(clip_length=8, sampling_stride=8, crop_size=224, normalisation="feichtenhofer")
+# torchvision's video_classification reference trains on 16-frame clips of 15 fps video (every 2nd frame of
+# 30 fps video) at 112², normalised with its Kinetics statistics; Co3D's table has 8- and 16-frame rows.
+_R2PLUS1D_INPUT = InputSpec(clip_length=16, sampling_stride=2, crop_size=112, normalisation="torchvision_kinetics")
 
 _ARCH_INPUT = {"slow": _SLOW_INPUT, "i3d": _I3D_INPUT}
-
-#: Input spec of every model registered here, by registry name (also ``net.input_spec``).
-INPUT_SPECS: dict[str, InputSpec] = {
-    "slow_8x8_r50": _SLOW_INPUT,
-    "coslow_8x8_r50": _SLOW_INPUT,
-    "i3d_8x8_r50": _I3D_INPUT,
-    "coi3d_8x8_r50": _I3D_INPUT,
-    "r2plus1d_18": _R2PLUS1D_INPUT,
-}
 
 
 # --- architecture tables (SlowFast slowfast/models/video_model_builder.py) -----------------------------
@@ -398,17 +378,17 @@ class CoResNet3D(co.Sequential):
 
 def _default_window(arch: str) -> int:
     """The 8-frame training clip, counted at the head's input (after I3D's temporal pool)."""
-    return _SLOW_INPUT.frames // _POOL1_T[arch]
+    return _SLOW_INPUT.clip_length // _POOL1_T[arch]
 
 
 # --- registry --------------------------------------------------------------------------------------
-@register_model("slow_8x8_r50")
+@register_model("slow_8x8_r50", input_spec=_SLOW_INPUT)
 def slow_8x8_r50(*, num_classes: int = 400, dropout: float = 0.5) -> ResNet3D:
     """Slow-8×8-R50 (Feichtenhofer et al., ICCV 2019): 8 frames every 8th, 256² crop; 32.45 M parameters."""
     return ResNet3D(arch="slow", num_classes=num_classes, dropout=dropout)
 
 
-@register_model("coslow_8x8_r50")
+@register_model("coslow_8x8_r50", input_spec=_SLOW_INPUT)
 def coslow_8x8_r50(
     *, num_classes: int = 400, dropout: float = 0.5, temporal_window: int = 8, temporal_fill: str = "zeros"
 ) -> CoResNet3D:
@@ -423,14 +403,14 @@ def coslow_8x8_r50(
     )
 
 
-@register_model("i3d_8x8_r50")
+@register_model("i3d_8x8_r50", input_spec=_I3D_INPUT)
 def i3d_8x8_r50(*, num_classes: int = 400, dropout: float = 0.5) -> ResNet3D:
     """I3D-8×8-R50 (Carreira & Zisserman, CVPR 2017; SlowFast's ResNet-50 variant): 8 frames every 8th, 224² crop;
     28.04 M parameters."""
     return ResNet3D(arch="i3d", num_classes=num_classes, dropout=dropout)
 
 
-@register_model("coi3d_8x8_r50")
+@register_model("coi3d_8x8_r50", input_spec=_I3D_INPUT)
 def coi3d_8x8_r50(
     *, num_classes: int = 400, dropout: float = 0.5, temporal_window: int = 4, temporal_fill: str = "zeros"
 ) -> CoResNet3D:
@@ -457,7 +437,7 @@ class _DropoutLinear(nn.Linear):
         return super().forward(self.dropout(x))
 
 
-@register_model("r2plus1d_18")
+@register_model("r2plus1d_18", input_spec=_R2PLUS1D_INPUT)
 def r2plus1d_18(*, num_classes: int = 400, dropout: float = 0.0) -> nn.Module:
     """R(2+1)D-18 (Tran et al., CVPR 2018) from torchvision, randomly initialised; 31.51 M parameters with 400
     classes. torchvision has no dropout; ``dropout > 0`` adds it before ``fc`` (same keys)."""
@@ -468,7 +448,7 @@ def r2plus1d_18(*, num_classes: int = 400, dropout: float = 0.0) -> nn.Module:
         fc = _DropoutLinear(net.fc.in_features, net.fc.out_features, dropout)
         fc.load_state_dict(net.fc.state_dict())
         net.fc = fc
-    net.input_spec = INPUT_SPECS["r2plus1d_18"]
+    net.input_spec = _R2PLUS1D_INPUT
     return net
 
 

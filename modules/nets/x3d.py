@@ -49,7 +49,7 @@ from modules.continual.base import check_fill
 
 from . import x3d_weights  # noqa: F401  (registers the SlowFast and pytorchvideo checkpoint formats)
 from .conv_stack import ChannelLinear
-from .registry import register_model
+from .registry import InputSpec, register_model
 
 __all__ = [
     "X3D",
@@ -91,7 +91,7 @@ class X3DSize:
     """One X3D size: its input (SlowFast ``configs/Kinetics/X3D_*.yaml``, X3D paper Table 3) and its expansion.
 
     ``frames`` is the clip length T, ``crop`` the square crop side S in pixels and ``sampling_stride`` the number of
-    video frames between sampled frames at 30 fps. Data configs and the profiler read the input from here.
+    video frames between sampled frames at 30 fps. The registry's input facts (``input_spec``) come from here.
     """
 
     name: str
@@ -570,13 +570,24 @@ def _cox3d(name: str, **kw: Any) -> CoX3D:
     return CoX3D(X3D_SIZES[name], **kw)
 
 
+def _input(name: str) -> InputSpec:
+    """The size's clip (``X3D_SIZES``), Feichtenhofer-normalised; X3D and its continual twin share it."""
+    size = X3D_SIZES[name]
+    return InputSpec(
+        clip_length=size.frames,
+        sampling_stride=size.sampling_stride,
+        crop_size=size.crop,
+        normalisation="feichtenhofer",
+    )
+
+
 _OFFLINE_DOC = """X3D-{n} ({t} × {s}², Feichtenhofer, CVPR 2020). ``frames``/``crop`` set the head pool (default the
     size's clip); ``softmax`` applies SlowFast's eval-time softmax."""
 _CO_DOC = """CoX3D-{n} (Hedegaard & Iosifidis, arXiv 2106.00050): X3D-{n}'s weights, one prediction per frame.
     ``temporal_window`` frames are pooled (default {t}); ``crop`` sets the spatial pool (default {s})."""
 
 
-@register_model("x3d_xs")
+@register_model("x3d_xs", input_spec=_input("xs"))
 def x3d_xs(
     *,
     num_classes: int = 400,
@@ -588,7 +599,7 @@ def x3d_xs(
     return _x3d("xs", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop, softmax=softmax)
 
 
-@register_model("x3d_s")
+@register_model("x3d_s", input_spec=_input("s"))
 def x3d_s(
     *,
     num_classes: int = 400,
@@ -600,7 +611,7 @@ def x3d_s(
     return _x3d("s", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop, softmax=softmax)
 
 
-@register_model("x3d_m")
+@register_model("x3d_m", input_spec=_input("m"))
 def x3d_m(
     *,
     num_classes: int = 400,
@@ -612,7 +623,7 @@ def x3d_m(
     return _x3d("m", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop, softmax=softmax)
 
 
-@register_model("x3d_l")
+@register_model("x3d_l", input_spec=_input("l"))
 def x3d_l(
     *,
     num_classes: int = 400,
@@ -624,7 +635,7 @@ def x3d_l(
     return _x3d("l", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop, softmax=softmax)
 
 
-@register_model("cox3d_xs")
+@register_model("cox3d_xs", input_spec=_input("xs"))
 def cox3d_xs(
     *,
     num_classes: int = 400,
@@ -645,7 +656,7 @@ def cox3d_xs(
     )
 
 
-@register_model("cox3d_s")
+@register_model("cox3d_s", input_spec=_input("s"))
 def cox3d_s(
     *,
     num_classes: int = 400,
@@ -666,7 +677,7 @@ def cox3d_s(
     )
 
 
-@register_model("cox3d_m")
+@register_model("cox3d_m", input_spec=_input("m"))
 def cox3d_m(
     *,
     num_classes: int = 400,
@@ -687,7 +698,7 @@ def cox3d_m(
     )
 
 
-@register_model("cox3d_l")
+@register_model("cox3d_l", input_spec=_input("l"))
 def cox3d_l(
     *,
     num_classes: int = 400,
@@ -714,13 +725,13 @@ for _fn, _n in ((cox3d_xs, "xs"), (cox3d_s, "s"), (cox3d_m, "m"), (cox3d_l, "l")
     _fn.__doc__ = _CO_DOC.format(n=_n.upper(), t=X3D_SIZES[_n].frames, s=X3D_SIZES[_n].crop)
 
 
-@register_model("x3d_tiny")
+@register_model("x3d_tiny", input_spec=_input("tiny"))
 def x3d_tiny(*, num_classes: int = 10, dropout: float = 0.2, frames: int | None = None, crop: int | None = None) -> X3D:
     """A small X3D (``X3D_SIZES["tiny"]``, 8 × 32²) for CPU demos; not a paper model."""
     return _x3d("tiny", num_classes=num_classes, dropout=dropout, frames=frames, crop=crop)
 
 
-@register_model("cox3d_tiny")
+@register_model("cox3d_tiny", input_spec=_input("tiny"))
 def cox3d_tiny(
     *,
     num_classes: int = 10,

@@ -18,7 +18,8 @@ from torch import Tensor, nn
 
 from modules import continual as co
 from modules import nets
-from modules.nets.resnet3d import INPUT_SPECS, CoResNet3D, InputSpec, ResNet3D
+from modules.nets import InputSpec, input_spec
+from modules.nets.resnet3d import CoResNet3D, ResNet3D
 from modules.nets.weights import load_pretrained
 from modules.profiling import count_macs, count_params
 
@@ -57,15 +58,15 @@ def twin_pair(arch: str, width: int = 8, num_classes: int = 10, **co_kw) -> tupl
 # --- registry, specs, structure ------------------------------------------------------------------------------
 def test_registry_input_specs_and_overrides():
     assert set(NAMES) <= set(nets.list_models())
-    assert INPUT_SPECS["slow_8x8_r50"] == InputSpec(frames=8, crop=256, sampling_stride=8)
-    assert INPUT_SPECS["i3d_8x8_r50"] == InputSpec(frames=8, crop=224, sampling_stride=8)
-    assert INPUT_SPECS["coslow_8x8_r50"] == INPUT_SPECS["slow_8x8_r50"]
-    assert INPUT_SPECS["coi3d_8x8_r50"] == INPUT_SPECS["i3d_8x8_r50"]
-    assert INPUT_SPECS["r2plus1d_18"].crop == 112
+    slow = InputSpec(clip_length=8, sampling_stride=8, crop_size=256, normalisation="feichtenhofer")
+    i3d = InputSpec(clip_length=8, sampling_stride=8, crop_size=224, normalisation="feichtenhofer")
+    assert input_spec("slow_8x8_r50") == input_spec("coslow_8x8_r50") == slow
+    assert input_spec("i3d_8x8_r50") == input_spec("coi3d_8x8_r50") == i3d
+    assert (input_spec("r2plus1d_18").clip_length, input_spec("r2plus1d_18").crop_size) == (16, 112)
     net = nets.build("coi3d_8x8_r50", num_classes=7, dropout=0.0, temporal_window=32, temporal_fill="replicate")
-    assert net.input_spec == INPUT_SPECS["coi3d_8x8_r50"]
-    assert ResNet3D(arch="slow", width_per_group=4).input_spec == INPUT_SPECS["slow_8x8_r50"]
-    assert nets.build("r2plus1d_18").input_spec == INPUT_SPECS["r2plus1d_18"]
+    assert net.input_spec == i3d
+    assert ResNet3D(arch="slow", width_per_group=4).input_spec == slow
+    assert nets.build("r2plus1d_18").input_spec == input_spec("r2plus1d_18")
     assert net.head.projection.out_features == 7 and "dropout" not in net.head._modules
     assert net.temporal_window == 32
     assert {m.temporal_fill for m in net.modules() if hasattr(m, "temporal_fill") and m is not net} == {"replicate"}
