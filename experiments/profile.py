@@ -64,7 +64,7 @@ def profile(cfg: DictConfig) -> dict[str, Any]:
 
 def _throughput(result: dict[str, Any]) -> str:
     """Median and interquartile range of the per-call rates, and how many calls they come from."""
-    busy = " (spread says the machine was busy)" if result["throughput_busy"] else ""
+    busy = f"; busy machine: {'; '.join(result['busy_reasons'])}" if result["throughput_busy"] else ""
     return (
         f"{result['throughput_median']:.4g} {result['throughput_unit']} median, IQR {result['throughput_q1']:.4g}-"
         f"{result['throughput_q3']:.4g} over {result['timed_calls']} calls{busy}"

@@ -68,6 +68,7 @@ import functools
 import itertools
 import logging
 import math
+import os
 import statistics
 import time
 from collections import Counter
@@ -483,6 +484,11 @@ def _count_prediction(
 #: ``throughput_busy``. Measured with co_conv_stack (make profile-demo) on 2 CPU cores: IQR/median 0.15-0.25 with
 #: the cores to itself, 0.31-1.9 while a matmul loop in another process competed for them.
 BUSY_SPREAD = 0.3
+#: A CPU profile is also flagged when the 1-minute load average exceeds this many runnable threads per core:
+#: other processes then compete for the cores and can slow every call alike, which no spread shows (co_conv_stack's
+#: clip on 2 cores at load 3.0: 13.9 predictions/s, IQR 13.88-13.9, against 460-1170 on a quieter machine). The
+#: profile itself adds at most one per core (torch's intra-op threads).
+BUSY_LOAD = 1.25
 
 
 def _time_calls(
@@ -538,13 +544,23 @@ def throughput_stats(seconds: Sequence[float], batch_size: int) -> dict[str, Any
     }
 
 
-def _warn_if_busy(stats: dict[str, Any], what: str) -> None:
+def _load_per_core() -> float | None:
+    """The 1-minute load average per CPU core; None where the OS keeps none (Windows)."""
+    try:
+        return os.getloadavg()[0] / (os.cpu_count() or 1)
+    except (AttributeError, OSError):
+        return None
+
+
+def _busy_reasons(stats: dict[str, Any], device: torch.device, load: float | None) -> list[str]:
+    """Why the timed calls may not show the net's speed: a wide spread, or (on CPU) other processes' load."""
+    reasons = []
     if stats["throughput_busy"]:
-        log.warning(
-            f"{what}: throughput {stats['throughput_median']:.4g} predictions/s varies widely between calls "
-            f"(IQR {stats['throughput_iqr']:.2g}, over {BUSY_SPREAD:.0%} of the median): the machine was probably "
-            "busy; rerun on an idle machine for a figure to quote"
-        )
+        spread = stats["throughput_iqr"] / stats["throughput_median"]
+        reasons.append(f"the per-call rates spread over an IQR of {spread:.0%} of their median (> {BUSY_SPREAD:.0%})")
+    if device.type == "cpu" and load is not None and load > BUSY_LOAD:
+        reasons.append(f"the load average was {load:.2f} runnable threads per core (> {BUSY_LOAD})")
+    return reasons
 
 
 def profile_model(
@@ -563,7 +579,8 @@ def profile_model(
     Returns params, FLOPs per prediction, peak memory in bytes and throughput in predictions/s: the median and
     quartiles over the timed calls (``throughput_stats``), which follow ``warmup`` untimed calls and last at least
     ``repeats`` calls and ``min_time_s`` seconds (``timed_calls`` says how many ran); ``throughput_busy`` flags
-    (and a warning reports) a spread that says the machine was busy. ``gflops_per_prediction`` is in
+    (and a warning and ``busy_reasons`` report) a spread above ``BUSY_SPREAD`` or, on CPU, a load average above
+    ``BUSY_LOAD``: signs that the machine was busy. ``gflops_per_prediction`` is in
     ``convention`` (module docstring); ``gflops_by_convention`` has every convention and ``macs_per_prediction``
     the executed conv/matmul MACs, whatever ``convention`` says. Each timed call includes the host→device copy
     of its input and the device→host copy of its output. Peak memory is CUDA's ``max_memory_allocated`` over one
@@ -604,7 +621,14 @@ def profile_model(
             seconds = _time_calls(predict, device, warmup, repeats, min_time_s)
 
     timing = throughput_stats(seconds, batch_size)
-    _warn_if_busy(timing, f"{type(net).__name__} ({mode}, {device}, batch {batch_size})")
+    load = _load_per_core()  # after timing: the 1-minute average covers it
+    reasons = _busy_reasons(timing, device, load)
+    timing["throughput_busy"] = bool(reasons)
+    if reasons:
+        log.warning(
+            f"{type(net).__name__} ({mode}, {device}, batch {batch_size}): the machine was probably busy while timing: "
+            f"{'; '.join(reasons)}. Rerun on an idle machine for a throughput to quote."
+        )
     return {
         "model": type(net).__name__,
         "mode": mode,
@@ -622,6 +646,8 @@ def profile_model(
         "peak_memory_bytes": peak,
         **timing,
         "throughput_unit": "predictions/s",
+        "busy_reasons": reasons,
+        "cpu_load_per_core": load,
         "warmup": warmup,
         "repeats": repeats,
         "min_time_s": min_time_s,

@@ -259,6 +259,7 @@ def test_profile_entry_point_writes_json(compose_cfg, tmp_path):
 
 def test_profile_run_ends_with_where_it_wrote_and_the_median_throughput(compose_cfg, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(profiling, "_time_calls", lambda *args: [0.002, 0.004, 0.005, 0.008, 0.010])
+    monkeypatch.setattr(profiling, "_load_per_core", lambda: 0.2)
     overrides = ["model=co_conv_stack", "mode=clip", "logger=csv", "warmup=0", "repeats=1"]
     profile_main(compose_cfg("profile.yaml", overrides))
     printed = capsys.readouterr().out
@@ -270,7 +271,8 @@ def test_profile_run_ends_with_where_it_wrote_and_the_median_throughput(compose_
         "config": "run/config.yaml",
         "CSV log": "run/csv/metrics.csv",
         "GFLOPs per prediction": f"{result['gflops_per_prediction']:.4g}",
-        "throughput": "200 predictions/s median, IQR 125-250 over 5 calls (spread says the machine was busy)",
+        "throughput": "200 predictions/s median, IQR 125-250 over 5 calls; busy machine: the per-call rates spread "
+        "over an IQR of 62% of their median (> 30%)",
     }
     assert "profile finished; run directory: run\n" in printed
     for label, value in expected.items():
@@ -375,17 +377,28 @@ def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog
         timed.update(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
         return [0.01, 0.02, 0.04, 0.05, 0.1]
 
+    def run(load: float, **kwargs) -> dict:
+        monkeypatch.setattr(profiling, "_load_per_core", lambda: load)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="modules.profiling"):
+            return profile_model(_co_stack(), "frame", (3, 4, 6, 6), batch_size=2, **kwargs)
+
     monkeypatch.setattr(profiling, "_time_calls", fake_time_calls)
-    with caplog.at_level("WARNING", logger="modules.profiling"):
-        result = profile_model(_co_stack(), "frame", (3, 4, 6, 6), batch_size=2, warmup=3, repeats=4, min_time_s=0.5)
+    result = run(0.1, warmup=3, repeats=4, min_time_s=0.5)
     assert timed == {"warmup": 3, "repeats": 4, "min_time_s": 0.5}
     assert result.items() >= throughput_stats([0.01, 0.02, 0.04, 0.05, 0.1], 2).items()
-    assert result["throughput_busy"] and result["min_time_s"] == 0.5
-    assert "machine was probably busy" in caplog.text
+    assert result["throughput_busy"] and result["min_time_s"] == 0.5 and result["cpu_load_per_core"] == 0.1
+    (reason,) = result["busy_reasons"]
+    assert "IQR of 120% of their median" in reason and "machine was probably busy" in caplog.text
 
     monkeypatch.setattr(profiling, "_time_calls", lambda *args: [0.01] * 5)
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="modules.profiling"):
-        quiet = profile_model(_co_stack(), "frame", (3, 4, 6, 6), batch_size=2, warmup=0, repeats=1)
+    quiet = run(0.1, warmup=0, repeats=1)
     assert quiet["throughput_median"] == pytest.approx(200) and not quiet["throughput_busy"]
-    assert "busy" not in caplog.text
+    assert quiet["busy_reasons"] == [] and "busy" not in caplog.text
+    # a steady but oversubscribed CPU: every call slowed alike, which only the load average shows
+    loaded = run(3.0, warmup=0, repeats=1)
+    assert loaded["throughput_busy"] and loaded["busy_reasons"] == [
+        f"the load average was 3.00 runnable threads per core (> {profiling.BUSY_LOAD})"
+    ]
+    assert "load average was 3.00" in caplog.text
+    assert not run(None, warmup=0, repeats=1)["throughput_busy"]  # no load average on this OS: the spread decides
