@@ -3,9 +3,10 @@
 Importing the package registers the config resolvers the configs use.
 """
 
-from experiments import config_help
+from experiments import config_help, inputs
 from experiments.api import Run, run
 
 config_help.register()
+inputs.register_resolvers()
 
 __all__ = ["Run", "run"]

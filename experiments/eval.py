@@ -12,7 +12,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from experiments import utils
+from experiments import inputs, utils
 
 log = logging.getLogger(__name__)
 
@@ -21,8 +21,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path``; returns the test metrics as floats."""
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    # after the model: the evaluation clip length follows from its net and the protocol
+    datamodule: pl.LightningDataModule = inputs.instantiate_datamodule(cfg, model)
     loggers = utils.instantiate_loggers(cfg.get("logger"))
     # the bar of training runs (configs/callbacks/progress_bar.yaml) unless callbacks are configured
     callbacks = utils.instantiate_callbacks(cfg.get("callbacks")) or [utils.progress_bar()]

@@ -14,7 +14,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from experiments import utils
+from experiments import inputs, utils
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +24,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
-    log.info(f"Instantiating datamodule <{cfg.data._target_}>")
-    datamodule: pl.LightningDataModule = hydra.utils.instantiate(cfg.data)
     log.info(f"Instantiating model <{cfg.model._target_}>")
     model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    # after the model: the evaluation clip length follows from its net and the protocol
+    log.info(f"Instantiating datamodule <{cfg.data._target_}>")
+    datamodule: pl.LightningDataModule = inputs.instantiate_datamodule(cfg, model)
     callbacks = utils.instantiate_callbacks(cfg.get("callbacks"))
     loggers = utils.instantiate_loggers(cfg.get("logger"))
     log.info(f"Instantiating trainer <{cfg.trainer._target_}>")

@@ -13,6 +13,9 @@ Training always runs the net offline on whole clips. Validation and test run the
 * ``extended`` (test only; validation uses ``frame``): accuracy of the last step for each global-pool window
   in ``extended_windows`` (``modules.continual.set_temporal_window``), e.g. 13 → 64 frames.
 
+``required_clip_length`` (``ClassificationSystem.eval_clip_length``) derives the evaluation clip length each
+protocol needs from the built net, so that the entry points can size the clips before any work starts.
+
 Metrics are named ``stage/name``: ``train/loss``, ``val/top1``, ``val/top5`` (when there are at least five
 classes), ``test/top1``, ... and ``stage/map`` for multi-label data (``multi_label=True``: binary cross-entropy,
 mean average precision over classes). The sweeps log ``test/top1_<fill>_f<frames>`` and
@@ -22,8 +25,8 @@ points write as CSV.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import pytorch_lightning as pl
 import torch
@@ -35,7 +38,7 @@ from torchmetrics.classification import MulticlassAccuracy, MultilabelAveragePre
 
 from modules.continual import set_temporal_fill, set_temporal_window
 
-__all__ = ["PROTOCOLS", "ClassificationSystem"]
+__all__ = ["PROTOCOLS", "ClassificationSystem", "ClipLengthNeed", "required_clip_length"]
 
 PROTOCOLS = ("clip", "frame", "transient", "extended")
 STEPPED = ("frame", "transient", "extended")
@@ -104,6 +107,19 @@ class ClassificationSystem(pl.LightningModule):
             return [f"window{w}" for w in self.hparams.extended_windows]
         return []
 
+    def eval_clip_length(self, clip_length: int, *, transient_frames: int | None = None) -> ClipLengthNeed:
+        """The evaluation clip length this system's protocol needs with its net (``required_clip_length``);
+        ``clip_length`` is the training clip."""
+        h = self.hparams
+        return required_clip_length(
+            self.net,
+            h.eval_protocol,
+            clip_length=clip_length,
+            num_forward_frames=h.num_forward_frames,
+            windows=h.extended_windows,
+            transient_frames=transient_frames,
+        )
+
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         data_multi_label = getattr(datamodule, "multi_label", None)
@@ -128,7 +144,7 @@ class ClassificationSystem(pl.LightningModule):
             delay = getattr(self.net, "delay", "?")
             raise ValueError(
                 f"{self.hparams.eval_protocol} protocol: the net emitted nothing for a {clip.shape[2]}-frame clip; "
-                f"it needs net.delay + 1 = {delay} + 1 frames. Raise data.eval_clip_length."
+                f"it needs net.delay + 1 = {delay} + 1 frames. Raise eval.clip_length (null derives it)."
             )
         b, c, n = outputs.shape[:3]
         if c != self.hparams.num_classes or outputs[0, 0, 0].numel() != 1:
@@ -184,13 +200,14 @@ class ClassificationSystem(pl.LightningModule):
     def _sweep(self, clip: Tensor, target: Tensor) -> None:
         if self.hparams.eval_protocol == "transient":
             fill_before = _fill_of(self.net)
+            # real frames seen at output j: the first output follows frame delay + 1, the next ones every stride
+            first, stride = self.net.delay + 1, _stride_of(self.net)
             try:
                 for fill in self.hparams.transient_fills:
                     set_temporal_fill(self.net, fill)
                     outputs = self.step_outputs(clip)
-                    first = clip.shape[2] - outputs.shape[2] + 1  # real frames seen at the first output
                     for j in range(outputs.shape[2]):
-                        self._update_sweep(f"{fill}_f{first + j}", outputs[:, :, j], target)
+                        self._update_sweep(f"{fill}_f{first + j * stride}", outputs[:, :, j], target)
             finally:
                 set_temporal_fill(self.net, fill_before)
             return
@@ -240,6 +257,103 @@ class ClassificationSystem(pl.LightningModule):
         }
 
 
+# --- evaluation clip length ---------------------------------------------------------------------------
+class ClipLengthNeed(NamedTuple):
+    """The evaluation clip length a protocol needs: ``frames``, how it follows from the net (``reason``), and the
+    fewest distinct video frames without which the result means nothing (``min_video_frames``; None: any)."""
+
+    frames: int
+    reason: str
+    min_video_frames: int | None = None
+
+
+def required_clip_length(
+    net: nn.Module,
+    protocol: str,
+    *,
+    clip_length: int,
+    num_forward_frames: int = 1,
+    windows: Sequence[int] = (),
+    transient_frames: int | None = None,
+) -> ClipLengthNeed:
+    """The evaluation clip length ``protocol`` needs with ``net``; ``clip_length`` is the training clip.
+
+    * ``clip``: ``clip_length``.
+    * ``frame``: a fresh stream emits after ``net.delay + 1`` frames, then every ``stride`` frames, so
+      ``net.delay + 1 + (num_forward_frames - 1) * stride`` (``net.delay + num_forward_frames`` at stride 1).
+    * ``extended``: the largest ``net.delay + 1`` over the pool ``windows`` (set on the net, then restored), and
+      at least the ``frame`` length: its test reports the frame protocol too.
+    * ``transient``: ``net.delay + transient_frames``, at least the ``frame`` length. By default the sweep runs
+      until the receptive field holds no filled frame (``transient_frames = receptive_field - delay``): from there
+      on every fill gives the same output. Its x axis counts real frames, so videos with fewer than
+      ``net.delay + 1`` distinct frames make it meaningless (``min_video_frames``).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "clip":
+        return ClipLengthNeed(clip_length, f"clip protocol: the training clip, data.clip_length = {clip_length}")
+    if not hasattr(net, "delay"):
+        raise ValueError(f"the {protocol} protocol needs a continual net with a delay; {type(net).__name__} has none")
+    if num_forward_frames < 1:
+        raise ValueError(f"num_forward_frames must be >= 1, got {num_forward_frames}")
+    delay, stride = int(net.delay), _stride_of(net)
+    frame = delay + 1 + (num_forward_frames - 1) * stride
+    if stride == 1:
+        frame_reason = f"net.delay + num_forward_frames = {delay} + {num_forward_frames}"
+    else:
+        frame_reason = (
+            f"net.delay + 1 + (num_forward_frames - 1) x stride = {delay} + 1 + {num_forward_frames - 1} x {stride}"
+        )
+    if protocol == "frame":
+        return ClipLengthNeed(frame, f"frame protocol: {frame_reason}")
+    if protocol == "extended":
+        return _extended_need(net, windows, frame, frame_reason)
+    return _transient_need(net, transient_frames, frame, frame_reason)
+
+
+def _extended_need(net: nn.Module, windows: Sequence[int], frame: int, frame_reason: str) -> ClipLengthNeed:
+    if not windows:
+        raise ValueError("the extended protocol needs pool windows, e.g. eval.windows=[13,16,32,64]")
+    window_before = _window_of(net)
+    try:
+        delays = {}
+        for w in windows:
+            set_temporal_window(net, int(w))
+            delays[int(w)] = int(net.delay)
+    finally:
+        set_temporal_window(net, window_before)
+    largest = max(delays, key=lambda w: delays[w])
+    needed = delays[largest] + 1
+    if frame > needed:
+        return ClipLengthNeed(frame, f"extended protocol: the frame protocol it also reports, {frame_reason}")
+    return ClipLengthNeed(
+        needed,
+        f"extended protocol: net.delay + 1 = {delays[largest]} + 1 with the pool window {largest} of {list(delays)}",
+    )
+
+
+def _transient_need(net: nn.Module, transient_frames: int | None, frame: int, frame_reason: str) -> ClipLengthNeed:
+    delay, stride = int(net.delay), _stride_of(net)
+    if transient_frames is not None:
+        if transient_frames < 1:
+            raise ValueError(f"transient_frames must be >= 1, got {transient_frames}")
+        swept, why = int(transient_frames), "eval.transient_frames"
+    elif hasattr(net, "receptive_field"):
+        # at least two outputs, so that there is a curve
+        swept = max(int(net.receptive_field) - delay, 1 + stride)
+        why = f"until the {net.receptive_field}-frame receptive field holds no filled frame"
+    else:
+        raise ValueError(
+            f"{type(net).__name__} has no receptive_field to size the transient sweep; set eval.transient_frames"
+        )
+    if frame > delay + swept:
+        return ClipLengthNeed(
+            frame, f"transient protocol: the frame protocol it also reports, {frame_reason}", delay + 1
+        )
+    reason = f"transient protocol: net.delay + frames swept = {delay} + {swept} ({why})"
+    return ClipLengthNeed(delay + swept, reason, delay + 1)
+
+
 def _metrics(num_classes: int, multi_label: bool) -> dict[str, Any]:
     if multi_label:
         return {"map": MultilabelAveragePrecision(num_classes, average="macro")}
@@ -257,6 +371,11 @@ def _metric_target(target: Tensor, multi_label: bool) -> Tensor:
 def _fill_of(net: nn.Module) -> str:
     fills = {m.temporal_fill for m in net.modules() if hasattr(m, "temporal_fill") and hasattr(m, "clean_state")}
     return fills.pop() if len(fills) == 1 else "zeros"
+
+
+def _stride_of(net: nn.Module) -> int:
+    """Frames between two outputs of a stream (CoI3D: 2)."""
+    return int(getattr(net, "stride", (1,))[0])
 
 
 def _window_of(net: nn.Module) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 from pathlib import Path
 
 import hydra
@@ -12,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+from experiments.inputs import eval_clips, instantiate_datamodule
 from experiments.utils import instantiate_callbacks, instantiate_loggers
 from modules.system import ClassificationSystem
 from tests.conftest import CONFIGS
@@ -22,9 +24,9 @@ from tests.datamodules.test_kinetics import VIDEOS as KINETICS_VIDEOS
 GROUPS = ("data", "model", "eval", "callbacks", "logger", "trainer", "paths")
 # options that only make sense together with others
 NEEDS = {
-    ("eval", "frame"): ["model=co_conv_stack", "eval.clip_length=10"],
-    ("eval", "transient"): ["model=co_conv_stack", "eval.clip_length=12"],
-    ("eval", "extended"): ["model=co_conv_stack", "eval.clip_length=12", "eval.windows=[4,8]"],
+    ("eval", "frame"): ["model=co_conv_stack"],
+    ("eval", "transient"): ["model=co_conv_stack"],
+    ("eval", "extended"): ["model=co_conv_stack", "eval.windows=[4,8]"],
     ("data", "kinetics400"): ["data.num_classes=3", "data.crop_size=32", "data.clip_length=4", "data.num_workers=0"],
     ("data", "charades"): ["data.crop_size=32", "data.clip_length=4", "data.sampling_stride=2", "data.num_workers=0"],
     ("data", "moving_digits"): [
@@ -68,15 +70,19 @@ def _options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
 
 
+# the profiler's default data: the model's input facts, never instantiated (composed by the tests below)
+PROFILE_ONLY = {("data", "model_input")}
+
+
 # spa_* experiments belong to experiments/spa.py (configs/spa.yaml): tests/test_spa.py composes them
 EXPERIMENTS = [e for e in _options("experiment") if not e.startswith("spa_")]
 
 
 def _instantiate_all(cfg: DictConfig) -> None:
-    datamodule = hydra.utils.instantiate(cfg.data)
-    assert isinstance(datamodule, pl.LightningDataModule)
     model = hydra.utils.instantiate(cfg.model)
     assert isinstance(model, ClassificationSystem)
+    datamodule = instantiate_datamodule(cfg, model)  # as the entry points do: the clip length follows the model
+    assert isinstance(datamodule, pl.LightningDataModule)
     assert model.hparams.eval_protocol == cfg.eval.protocol
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
@@ -99,7 +105,9 @@ def _cpu_only(group: str, option: str) -> list[str]:
     return ["trainer.accelerator=cpu", *(["trainer.devices=2"] if option == "ddp" else [])]
 
 
-@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in _options(g)])
+@pytest.mark.parametrize(
+    ("group", "option"), [(g, o) for g in GROUPS for o in _options(g) if (g, o) not in PROFILE_ONLY]
+)
 def test_group_option_composes_and_instantiates(compose_cfg, group, option):
     cfg = compose_cfg("train.yaml", [f"{group}={option}", *NEEDS.get((group, option), []), *_cpu_only(group, option)])
     _instantiate_all(cfg)
@@ -129,8 +137,11 @@ def test_experiment_composes_for_every_entry_point(compose_cfg, experiment):
 
 def test_continual_experiment_evaluates_frames_with_enough_frames(compose_cfg):
     cfg = compose_cfg("train.yaml", ["experiment=co_conv_stack_synthetic"])
-    net = hydra.utils.instantiate(cfg.model.net)
-    assert cfg.eval.protocol == "frame" and cfg.data.eval_clip_length >= net.delay + 1
+    model = hydra.utils.instantiate(cfg.model)
+    assert cfg.eval.protocol == "frame" and cfg.eval.clip_length is None  # derived
+    datamodule = instantiate_datamodule(cfg, model)
+    assert datamodule.eval_clip_length == model.net.delay + 1 == 10
+    assert cfg.eval.clip_length == 10  # recorded in the config the run saves
 
 
 def test_hydra_dirs_and_slurm_launcher():
@@ -157,3 +168,85 @@ def test_frame_protocol_rejects_an_offline_net(compose_cfg):
     cfg = compose_cfg("train.yaml", ["eval=frame", "eval.clip_length=10"])
     with pytest.raises(Exception, match="continual"):
         hydra.utils.instantiate(cfg.model)
+
+
+# --- input facts and evaluation clip lengths --------------------------------------------------------------------
+def test_profile_takes_the_input_of_the_model_it_is_given(compose_cfg):
+    cfg = compose_cfg("profile.yaml", ["model=cox3d_s", "mode=frame"])
+    assert [int(s) for s in cfg.input_shape] == [3, 13, 160, 160] and cfg.mode == "frame"
+    net = hydra.utils.instantiate(cfg.model.net)
+    assert net.head.avg_pool.temporal_window == 13 and net.crop == 160 and cfg.data.num_classes == 400
+    cfg = compose_cfg("profile.yaml", ["model=x3d_m"])
+    assert [int(s) for s in cfg.input_shape] == [3, 16, 224, 224]
+
+
+@pytest.mark.parametrize("model", _options("model"))
+def test_every_model_config_profiles_at_its_registered_input(compose_cfg, model):
+    from modules.nets import input_spec
+
+    cfg = compose_cfg("profile.yaml", [f"model={model}"])
+    spec = input_spec(cfg.model.net.name)
+    assert [int(s) for s in cfg.input_shape] == [spec.channels, spec.clip_length, spec.crop_size, spec.crop_size]
+    assert cfg.data.sampling_stride == spec.sampling_stride and cfg.data.normalisation == spec.normalisation
+
+
+def test_an_experiment_keeps_its_own_data_in_the_profiler(compose_cfg):
+    cfg = compose_cfg("profile.yaml", ["experiment=cox3d_tiny_moving_digits", "mode=frame"])
+    assert cfg.data._target_.endswith("MovingDigitsDataModule")
+    assert [int(s) for s in cfg.input_shape] == [3, 8, 32, 32]
+
+
+def test_an_explicit_eval_clip_length_too_short_for_the_protocol_is_an_error(compose_cfg):
+    def clips(windows: str, length: int | None) -> int:
+        overrides = [
+            "model=co_conv_stack",
+            "eval=extended",
+            f"eval.windows={windows}",
+            f"eval.clip_length={'null' if length is None else length}",
+        ]
+        cfg = compose_cfg("train.yaml", overrides)
+        return eval_clips(cfg, hydra.utils.instantiate(cfg.model)).frames
+
+    # co_conv_stack: net.delay = window - 1 + 2 (two k3 convs), one frame more for the output
+    assert clips("[4,8]", None) == 10 and clips("[4,16]", None) == 18
+    assert clips("[4,8]", 10) == 10 and clips("[4,16]", 24) == 24  # long enough: kept
+    with pytest.raises(ValueError, match=r"extended protocol, which needs 18 frames.*eval\.clip_length=18"):
+        clips("[4,16]", 10)
+
+
+def test_a_clip_longer_than_the_videos_is_announced_up_front(compose_cfg, caplog):
+    moving_digits = [o for o in NEEDS[("data", "moving_digits")] if not o.startswith("data.num_frames")]
+    base = ["experiment=cox3d_tiny_moving_digits", *moving_digits, "data.num_frames=32", "data.sampling_stride=1"]
+    cfg = compose_cfg("train.yaml", [*base, "eval=extended", "eval.windows=[8,32]"])
+    with caplog.at_level("WARNING", logger="experiments.inputs"):
+        datamodule = instantiate_datamodule(cfg, hydra.utils.instantiate(cfg.model))
+    assert datamodule.max_clip_frames() == 32 and datamodule.eval_clip_length == 41
+    assert "41-frame clips" in caplog.text and "32 distinct frames" in caplog.text
+    # stride 2: 16 distinct frames, fewer than the transient sweep's first output (17): its curve would mean nothing
+    cfg = compose_cfg("train.yaml", [*base[:-1], "data.sampling_stride=2", "eval=transient"])
+    with pytest.raises(ValueError, match=r"transient protocol.*frame 17.*16 distinct frames"):
+        instantiate_datamodule(cfg, hydra.utils.instantiate(cfg.model))
+
+
+@pytest.mark.parametrize(
+    ("protocol", "column", "expected"),
+    [
+        (["eval=extended", "eval.windows=[8,16,32]"], "window", [8, 16, 32]),
+        (["eval=transient"], "frames_seen", list(range(17, 27))),  # net.delay + 1 .. the receptive field, per fill
+    ],
+)
+def test_the_tiny_experiment_sweeps_end_to_end_at_derived_lengths(compose_cfg, tmp_path, protocol, column, expected):
+    from experiments.eval import evaluate
+
+    moving_digits = [o for o in NEEDS[("data", "moving_digits")] if not o.startswith("data.num_frames")]
+    overrides = ["experiment=cox3d_tiny_moving_digits", *protocol, *moving_digits, "data.num_frames=48", "logger=csv"]
+    cfg = compose_cfg("eval.yaml", [*overrides, "data.batch_size=2", "trainer.limit_test_batches=1"])
+    metrics = evaluate(cfg)
+    rows = list(csv.DictReader((tmp_path / "run" / "protocol_results.csv").read_text().splitlines()))
+    assert sorted({int(r[column]) for r in rows}) == expected
+    assert all(0.0 <= float(r["value"]) <= 1.0 for r in rows) and "test/top1" in metrics
+
+
+def test_bench_pairs_default_to_the_registered_inputs(compose_cfg):
+    cfg = compose_cfg("bench.yaml")
+    assert [(p.clip, int(p.frames), int(p.crop)) for p in cfg.pairs] == [("x3d_s", 13, 160), ("x3d_m", 16, 224)]

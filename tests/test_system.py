@@ -6,7 +6,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from modules.nets import build
-from modules.system import ClassificationSystem
+from modules.system import ClassificationSystem, required_clip_length
 
 
 def _system(protocol: str, **kwargs: object) -> ClassificationSystem:
@@ -97,3 +97,72 @@ def test_multi_label_mismatch_with_the_data_is_an_error() -> None:
     trainer = pl.Trainer(logger=False, enable_progress_bar=False, accelerator="cpu")
     with pytest.raises(ValueError, match=r"model\.multi_label=True"):
         trainer.test(_system("frame"), datamodule=MultiHotData(), verbose=False)
+
+
+# --- evaluation clip lengths ------------------------------------------------------------------------------------
+def test_required_clip_length_of_each_protocol_on_co_conv_stack() -> None:
+    net = build("co_conv_stack", num_classes=5, channels=(4,), clip_length=4)  # delay 3 + 1 = 4, rf 6
+    assert (net.delay, net.receptive_field) == (4, 6)
+    assert required_clip_length(net, "clip", clip_length=4).frames == 4
+    assert required_clip_length(net, "frame", clip_length=4).frames == net.delay + 1
+    assert required_clip_length(net, "frame", clip_length=4, num_forward_frames=3).frames == net.delay + 3
+    # window 32: delay 31 + 1 conv step = 32, one more frame for the output; the net keeps its window of 4
+    extended = required_clip_length(net, "extended", clip_length=4, windows=(2, 32, 8))
+    assert extended.frames == 33 and "window 32" in extended.reason
+    assert net[-2].temporal_window == 4 and net.delay == 4
+    # transient: frames delay + 1 .. receptive_field by default, or delay + the frames asked for
+    transient = required_clip_length(net, "transient", clip_length=4)
+    assert transient.frames == net.receptive_field and transient.min_video_frames == net.delay + 1
+    assert required_clip_length(net, "transient", clip_length=4, transient_frames=7).frames == net.delay + 7
+    with pytest.raises(ValueError, match="windows"):
+        required_clip_length(net, "extended", clip_length=4)
+
+
+def test_required_clip_length_of_cox3d_tiny_follows_its_delay() -> None:
+    net = build("cox3d_tiny")  # 8-frame pool: delay 16, receptive field 26
+    assert required_clip_length(net, "frame", clip_length=8).frames == 17
+    system = ClassificationSystem(
+        net, 10, optimizer=torch.optim.SGD, eval_protocol="extended", extended_windows=(8, 16, 32)
+    )
+    assert system.eval_clip_length(8).frames == 41  # delay 40 at window 32
+    system = ClassificationSystem(net, 10, optimizer=torch.optim.SGD, eval_protocol="transient")
+    assert system.eval_clip_length(8).frames == 26
+    assert net.head.avg_pool.temporal_window == 8
+
+
+def test_the_default_transient_sweep_ends_where_every_fill_agrees() -> None:
+    system = _system("transient")
+    need = system.eval_clip_length(4)
+    clip = torch.randn(2, 3, need.frames, 8, 8) + 3.0
+    from modules.continual import set_temporal_fill
+
+    set_temporal_fill(system.net, "zeros")
+    zeros = system.step_outputs(clip)
+    set_temporal_fill(system.net, "replicate")
+    replicate = system.step_outputs(clip)
+    assert zeros.shape[2] > 1  # a curve, not a point
+    assert not torch.allclose(zeros[:, :, 0], replicate[:, :, 0])
+    torch.testing.assert_close(zeros[:, :, -1], replicate[:, :, -1])  # no filled frame in view any more
+
+
+def test_transient_protocol_reports_several_frame_counts_at_the_derived_length() -> None:
+    system = _system("transient")
+    _test(system, _loader(system.eval_clip_length(4).frames))
+    frames = sorted({r["frames_seen"] for r in system.protocol_results})
+    assert frames == list(range(system.net.delay + 1, system.net.receptive_field + 1)) and len(frames) > 1
+
+
+def test_extended_windows_8_16_32_run_end_to_end_on_cox3d_tiny() -> None:
+    torch.manual_seed(0)
+    net = build("cox3d_tiny").eval()
+    system = ClassificationSystem(
+        net, 10, optimizer=torch.optim.SGD, eval_protocol="extended", extended_windows=(8, 16, 32)
+    )
+    frames = system.eval_clip_length(8).frames
+    clips = torch.randn(2, 3, frames, 32, 32)
+    loader = DataLoader(TensorDataset(clips, torch.randint(0, 10, (2,))), batch_size=2)
+    metrics = _test(system, loader)
+    assert {"test/top1_window8", "test/top1_window16", "test/top1_window32", "test/top1"} <= set(metrics)
+    assert [r["window"] for r in system.protocol_results] == [8, 16, 32]
+    with pytest.raises(ValueError, match=r"net\.delay"):  # one frame fewer leaves the 32-frame window silent
+        system.test_step((clips[:, :, : frames - 1], torch.zeros(2, dtype=torch.long)), 0)

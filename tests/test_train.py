@@ -67,8 +67,9 @@ def test_continual_twin_trains_on_clips_and_evaluates_stepwise(compose_cfg, tmp_
     cfg = compose_cfg(
         "train.yaml", ["experiment=co_conv_stack_synthetic", "logger=csv", "trainer.fast_dev_run=true", *TINY]
     )
-    assert cfg.model.eval_protocol == "frame" and cfg.data.eval_clip_length == 10
+    assert cfg.model.eval_protocol == "frame" and cfg.eval.clip_length is None  # derived: net.delay + 1
     metrics = train(cfg)
+    assert cfg.eval.clip_length == 10
     assert 0.0 <= metrics["test/top1"] <= 1.0 and "val/top1" in metrics
 
 
