@@ -484,11 +484,11 @@ def _count_prediction(
 #: ``throughput_busy``. Measured with co_conv_stack (make profile-demo) on 2 CPU cores: IQR/median 0.15-0.25 with
 #: the cores to itself, 0.31-1.9 while a matmul loop in another process competed for them.
 BUSY_SPREAD = 0.3
-#: A CPU profile is also flagged when the 1-minute load average exceeds this many runnable threads per core:
-#: other processes then compete for the cores and can slow every call alike, which no spread shows (co_conv_stack's
-#: clip on 2 cores at load 3.0: 13.9 predictions/s, IQR 13.88-13.9, against 460-1170 on a quieter machine). The
-#: profile itself adds at most one per core (torch's intra-op threads).
-BUSY_LOAD = 1.25
+#: A CPU profile is also flagged when other processes kept more cores busy during the timing than torch's
+#: threads leave free, plus this many cores of slack for background daemons. Competing processes can slow every
+#: call alike, which no spread shows: make profile-demo on 2 cores measured co_conv_stack's clip at 13.9
+#: predictions/s with an IQR of 13.88-13.9 against 460-1170 otherwise, while other jobs ran.
+BUSY_SLACK_CORES = 0.5
 
 
 def _time_calls(
@@ -544,22 +544,46 @@ def throughput_stats(seconds: Sequence[float], batch_size: int) -> dict[str, Any
     }
 
 
-def _load_per_core() -> float | None:
-    """The 1-minute load average per CPU core; None where the OS keeps none (Windows)."""
+def _machine_cpu_seconds() -> float | None:
+    """CPU seconds all processes have spent since boot, all cores together (Linux ``/proc/stat``: user, nice,
+    system, irq, softirq and steal time); None where the OS does not tell."""
     try:
-        return os.getloadavg()[0] / (os.cpu_count() or 1)
-    except (AttributeError, OSError):
+        with open("/proc/stat") as f:
+            fields = [int(v) for v in f.readline().split()[1:9]]
+    except (OSError, ValueError):
         return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-def _busy_reasons(stats: dict[str, Any], device: torch.device, load: float | None) -> list[str]:
+def _competing_cores(
+    fn: Callable[[], Any],
+    machine_seconds: Callable[[], float | None] = _machine_cpu_seconds,
+    own_seconds: Callable[[], float] = time.process_time,
+    clock: Callable[[], float] = time.perf_counter,
+) -> tuple[Any, float | None]:
+    """``fn()`` and how many cores other processes kept busy meanwhile: the machine's CPU seconds less this
+    process's (all its threads), per second of wall time; None where the OS does not tell."""
+    machine, own, start = machine_seconds(), own_seconds(), clock()
+    out = fn()
+    machine_end, own_end, end = machine_seconds(), own_seconds(), clock()
+    if machine is None or machine_end is None or end <= start:
+        return out, None
+    return out, max(0.0, (machine_end - machine) - (own_end - own)) / (end - start)
+
+
+def _busy_reasons(stats: dict[str, Any], device: torch.device, competing: float | None) -> list[str]:
     """Why the timed calls may not show the net's speed: a wide spread, or (on CPU) other processes' load."""
     reasons = []
     if stats["throughput_busy"]:
         spread = stats["throughput_iqr"] / stats["throughput_median"]
         reasons.append(f"the per-call rates spread over an IQR of {spread:.0%} of their median (> {BUSY_SPREAD:.0%})")
-    if device.type == "cpu" and load is not None and load > BUSY_LOAD:
-        reasons.append(f"the load average was {load:.2f} runnable threads per core (> {BUSY_LOAD})")
+    free = (os.cpu_count() or 1) - torch.get_num_threads()
+    if device.type == "cpu" and competing is not None and competing > free + BUSY_SLACK_CORES:
+        reasons.append(
+            f"other processes kept {competing:.2f} cores busy, where torch's {torch.get_num_threads()} threads leave "
+            f"{free} of {os.cpu_count()} free"
+        )
     return reasons
 
 
@@ -579,8 +603,9 @@ def profile_model(
     Returns params, FLOPs per prediction, peak memory in bytes and throughput in predictions/s: the median and
     quartiles over the timed calls (``throughput_stats``), which follow ``warmup`` untimed calls and last at least
     ``repeats`` calls and ``min_time_s`` seconds (``timed_calls`` says how many ran); ``throughput_busy`` flags
-    (and a warning and ``busy_reasons`` report) a spread above ``BUSY_SPREAD`` or, on CPU, a load average above
-    ``BUSY_LOAD``: signs that the machine was busy. ``gflops_per_prediction`` is in
+    (and a warning and ``busy_reasons`` report) a spread above ``BUSY_SPREAD`` or, on CPU, other processes using
+    the cores that torch's threads need (``competing_cores``, ``BUSY_SLACK_CORES``): signs that the machine was
+    busy. ``gflops_per_prediction`` is in
     ``convention`` (module docstring); ``gflops_by_convention`` has every convention and ``macs_per_prediction``
     the executed conv/matmul MACs, whatever ``convention`` says. Each timed call includes the host→device copy
     of its input and the device→host copy of its output. Peak memory is CUDA's ``max_memory_allocated`` over one
@@ -618,11 +643,10 @@ def profile_model(
         flops = {c: n // batch_size for c, n in _count_prediction(net, mode, predict, step, steps).items()}
         peak = _peak_memory(net, predict, device, [host_clip if mode == "clip" else host_step])
         with torch.inference_mode():  # timing only (the counters above need no_grad): no version counting
-            seconds = _time_calls(predict, device, warmup, repeats, min_time_s)
+            seconds, competing = _competing_cores(lambda: _time_calls(predict, device, warmup, repeats, min_time_s))
 
     timing = throughput_stats(seconds, batch_size)
-    load = _load_per_core()  # after timing: the 1-minute average covers it
-    reasons = _busy_reasons(timing, device, load)
+    reasons = _busy_reasons(timing, device, competing)
     timing["throughput_busy"] = bool(reasons)
     if reasons:
         log.warning(
@@ -647,7 +671,7 @@ def profile_model(
         **timing,
         "throughput_unit": "predictions/s",
         "busy_reasons": reasons,
-        "cpu_load_per_core": load,
+        "competing_cores": competing,
         "warmup": warmup,
         "repeats": repeats,
         "min_time_s": min_time_s,

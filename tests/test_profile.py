@@ -4,6 +4,7 @@ modules, the profile's fields, and frame-vs-clip cost of the continual twin."""
 from __future__ import annotations
 
 import json
+import os
 import re
 
 import pytest
@@ -19,6 +20,7 @@ from modules import nets, profiling
 from modules.profiling import (
     CONVENTIONS,
     FlopCounter,
+    _competing_cores,
     count_flops,
     count_macs,
     count_params,
@@ -259,7 +261,7 @@ def test_profile_entry_point_writes_json(compose_cfg, tmp_path):
 
 def test_profile_run_ends_with_where_it_wrote_and_the_median_throughput(compose_cfg, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(profiling, "_time_calls", lambda *args: [0.002, 0.004, 0.005, 0.008, 0.010])
-    monkeypatch.setattr(profiling, "_load_per_core", lambda: 0.2)
+    monkeypatch.setattr(profiling, "_competing_cores", lambda fn: (fn(), 0.0))
     overrides = ["model=co_conv_stack", "mode=clip", "logger=csv", "warmup=0", "repeats=1"]
     profile_main(compose_cfg("profile.yaml", overrides))
     printed = capsys.readouterr().out
@@ -370,6 +372,16 @@ def test_time_calls_rejects_a_cap_below_the_count():
         profiling._time_calls(lambda: None, torch.device("cpu"), 0, repeats=5, max_calls=4)
 
 
+def test_competing_cores_are_the_machines_cpu_time_less_this_process():
+    machine, own, clock = iter([100.0, 103.5]), iter([7.0, 9.0]), iter([50.0, 51.0])
+    out, competing = _competing_cores(lambda: "ran", lambda: next(machine), lambda: next(own), lambda: next(clock))
+    # 3.5 CPU seconds in one second of wall time, 2 of them this process's threads: others kept 1.5 cores busy
+    assert out == "ran" and competing == pytest.approx(1.5)
+    assert _competing_cores(lambda: None, lambda: None)[1] is None  # an OS without /proc/stat: unknown
+    before = profiling._machine_cpu_seconds()
+    assert before is None or profiling._machine_cpu_seconds() >= before > 0
+
+
 def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog):
     timed: dict = {}
 
@@ -377,8 +389,8 @@ def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog
         timed.update(warmup=warmup, repeats=repeats, min_time_s=min_time_s)
         return [0.01, 0.02, 0.04, 0.05, 0.1]
 
-    def run(load: float, **kwargs) -> dict:
-        monkeypatch.setattr(profiling, "_load_per_core", lambda: load)
+    def run(competing: float | None, **kwargs) -> dict:
+        monkeypatch.setattr(profiling, "_competing_cores", lambda fn: (fn(), competing))
         caplog.clear()
         with caplog.at_level("WARNING", logger="modules.profiling"):
             return profile_model(_co_stack(), "frame", (3, 4, 6, 6), batch_size=2, **kwargs)
@@ -387,7 +399,7 @@ def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog
     result = run(0.1, warmup=3, repeats=4, min_time_s=0.5)
     assert timed == {"warmup": 3, "repeats": 4, "min_time_s": 0.5}
     assert result.items() >= throughput_stats([0.01, 0.02, 0.04, 0.05, 0.1], 2).items()
-    assert result["throughput_busy"] and result["min_time_s"] == 0.5 and result["cpu_load_per_core"] == 0.1
+    assert result["throughput_busy"] and result["min_time_s"] == 0.5 and result["competing_cores"] == 0.1
     (reason,) = result["busy_reasons"]
     assert "IQR of 120% of their median" in reason and "machine was probably busy" in caplog.text
 
@@ -395,10 +407,10 @@ def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog
     quiet = run(0.1, warmup=0, repeats=1)
     assert quiet["throughput_median"] == pytest.approx(200) and not quiet["throughput_busy"]
     assert quiet["busy_reasons"] == [] and "busy" not in caplog.text
-    # a steady but oversubscribed CPU: every call slowed alike, which only the load average shows
-    loaded = run(3.0, warmup=0, repeats=1)
-    assert loaded["throughput_busy"] and loaded["busy_reasons"] == [
-        f"the load average was 3.00 runnable threads per core (> {profiling.BUSY_LOAD})"
-    ]
-    assert "load average was 3.00" in caplog.text
-    assert not run(None, warmup=0, repeats=1)["throughput_busy"]  # no load average on this OS: the spread decides
+    # a steady but contended CPU: every call slowed alike, which only the other processes' CPU time shows
+    monkeypatch.setattr(torch, "get_num_threads", lambda: os.cpu_count())  # torch's threads want every core
+    contended = run(1.0, warmup=0, repeats=1)
+    assert contended["throughput_busy"] and "other processes kept 1.00 cores busy" in contended["busy_reasons"][0]
+    assert "other processes kept 1.00 cores busy" in caplog.text
+    assert not run(profiling.BUSY_SLACK_CORES, warmup=0, repeats=1)["throughput_busy"]  # background daemons
+    assert not run(None, warmup=0, repeats=1)["throughput_busy"]  # unknown: the spread decides
