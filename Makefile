@@ -103,5 +103,6 @@ figures: install ## Kinetics and SPA tables, merged CSVs and PNGs -> outputs/res
 	$(PY) paper/kinetics400.py --set $(RESULTS)
 	$(PY) paper/spa.py --set $(RESULTS)
 
-clean: ## remove run outputs and caches (keeps .venv)
-	rm -rf outputs multirun logs .pytest_cache .ruff_cache
+clean: ## remove run outputs and caches (keeps .venv and the results sets in outputs/results)
+	@if [ -d outputs ]; then find outputs -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +; fi
+	rm -rf multirun logs .pytest_cache .ruff_cache
