@@ -81,8 +81,8 @@ train-cox3d: install ## train CoX3D-S on Kinetics-400 (DATA=moving_digits: CoX3D
 eval-cox3d: install ## evaluate CoX3D under the frame protocol: ARGS="ckpt_path=<ckpt>" or ARGS="model.net.weights=<x3d_s.pyth>" (eval=transient|extended too)
 	$(PY) -m experiments.eval experiment=$(COX3D_$(DATA)) $(ARGS)
 
-profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinetics table row on CPU, batch 1 (~3 min) -> outputs/results/<RESULTS, default mine>/kinetics400_profile.csv (RESULTS=reference: paper/results/)
-	$(PY) -m experiments.profile_table --output $(RESULTS_DIR)/kinetics400_profile.csv $(ARGS)
+profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinetics table row on CPU, batch 1 (~3 min) -> outputs/results/<RESULTS, default mine>/kinetics400_profile.csv, never over an earlier one (RESULTS=reference: paper/results/)
+	$(PY) -m experiments.profile_table --output $(RESULTS_DIR)/kinetics400_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
 
 bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~3 min CPU, ~5 the first time) -> outputs/bench/.../bench.json
 	$(PY) -m experiments.bench $(ARGS)

@@ -5,7 +5,8 @@ Builds each model at the paper's input (clip models: one clip; continual models:
 measures params, GFLOPs, peak memory and throughput with ``modules.profiling.profile_model``, and writes
 ``kinetics400_profile.csv`` (read by ``paper/kinetics400.py``), with the paper's GFLOPs beside ours: by default into
 the user's results set ``outputs/results/mine/``; the committed ``paper/results/kinetics400_profile.csv`` is replaced
-only by ``--output`` naming it (``make profile-cox3d RESULTS=reference``).
+only by ``--output`` naming it (``make profile-cox3d RESULTS=reference``). An existing output file is replaced
+only with ``--replace``.
 GFLOPs come in three conventions (``modules.profiling`` docstring):
 
 * ``gflops``: the multiply-accumulates of the conv/matmul ops executed per prediction (ours);
@@ -70,7 +71,11 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls at least, per row")
     parser.add_argument("--only", default="", help="comma-separated paper rows (default: all)")
     parser.add_argument("--output", type=Path, default=OUTPUT)
+    parser.add_argument("--replace", action="store_true", help="overwrite an existing --output file")
     args = parser.parse_args()
+    if args.output.exists() and not args.replace:  # checked before minutes of profiling, never silently replaced
+        parser.error(f"{args.output} exists: name another results set (make profile-cox3d RESULTS=<name>) or "
+                     "pass --replace")  # fmt: skip
     names = [n for n in args.only.split(",") if n] or list(ROWS)
     unknown = sorted(set(names) - set(ROWS))
     if unknown:

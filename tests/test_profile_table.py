@@ -44,3 +44,13 @@ def test_one_row_is_profiled_into_the_csv(tmp_path, monkeypatch, capsys):
     assert paper == 0.17
     assert float(row["gflops"]) < float(row["gflops_ptflops"]) < 0.97 * paper
     assert abs(float(row["gflops_co3d_published"]) / paper - 1) < 0.03
+
+
+def test_an_existing_table_is_never_replaced_without_asking(tmp_path, monkeypatch, capsys):
+    out = tmp_path / "profile.csv"
+    out.write_text("model\nearlier run\n")
+    monkeypatch.setattr(sys, "argv", ["profile_table", "--only", "CoX3D-S_13", "--output", str(out)])
+    with pytest.raises(SystemExit):
+        profile_table.main()
+    assert "exists: name another results set" in capsys.readouterr().err
+    assert out.read_text() == "model\nearlier run\n"
