@@ -69,7 +69,7 @@ train-demo: install ## train the tiny conv_stack on synthetic clips (~20 s) -> o
 profile-demo: install ## profile co_conv_stack in clip and frame mode on CPU (~30 s) -> multirun/profile/<date>/<time>/{0,1}/profile.json
 	$(PY) -m experiments.profile -m model=co_conv_stack mode=clip,frame device=cpu $(ARGS)
 
-data-moving-digits: install ## generate the Moving Digits mp4s ahead of time under DATA_DIR (default ./data) (~30 s)
+data-moving-digits: install ## generate the Moving Digits mp4s ahead of time under DATA_DIR (default ./data): 1800 lossless mp4s, 265 MB (~45 s)
 	$(PY) -c "from datamodules.moving_digits import MovingDigitsDataModule as M; M(root='$${DATA_DIR:-data}').prepare_data()"
 
 demo: install ## Moving Digits end to end on CPU: train X3D-tiny, evaluate it as CoX3D-tiny (clip + frame), profile both (~5 min) -> outputs/demo/<date>/<time>/{results.csv,acc_vs_flops.png}
