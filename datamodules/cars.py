@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from datamodules.images import ImageDataModule, ImageFileDataset, listed_files_dataset, require_path
+from datamodules.images import ImageDataModule, ImageFileDataset, listed_files_dataset
+from datamodules.robust import require_path
 
 __all__ = ["CARS_SOURCES", "StanfordCarsDataModule", "read_cars_annotations", "read_cars_classes"]
 

@@ -29,7 +29,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from datamodules.images import ImageDataModule, ImageFileDataset, require_path, warn_dropped
+from datamodules.images import ImageDataModule, ImageFileDataset
+from datamodules.robust import require_path, warn_skipped
 
 __all__ = [
     "CATSDOGS_URL",
@@ -183,7 +184,8 @@ class CatsDogsDataModule(ImageDataModule):
         samples, unreadable = readable_prefix(
             candidates, h.max_train if split == "train" else h.max_test, check=h.check_images
         )
-        warn_dropped(unreadable, len(samples) + len(unreadable), f"{self.images_dir} {split}", "cannot be read")
+        total, what = len(samples) + len(unreadable), f"{self.images_dir} {split}"
+        warn_skipped(unreadable, total, what, items="images", reason="cannot be read")
         if not samples:
             raise FileNotFoundError(f"No readable {split} images under {self.images_dir}")
         train = split == "train"

@@ -27,16 +27,8 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from datamodules.video import (
-    README,
-    SkippingDataset,
-    VideoDataModule,
-    VideoDecodeError,
-    VideoTransform,
-    clip_indices,
-    require_dataset_dir,
-    warn_missing,
-)
+from datamodules.robust import README, SkippingDataset, require_path, warn_skipped
+from datamodules.video import VideoDataModule, VideoDecodeError, VideoTransform, clip_indices
 
 __all__ = ["CharadesDataModule", "CharadesDataset", "FrameList", "read_classes", "read_frame_list"]
 
@@ -122,6 +114,8 @@ class CharadesDataset(SkippingDataset):
     centre clip with the labels of the whole video. Videos whose frame folder is absent are dropped up front.
     """
 
+    item = "video"
+
     def __init__(
         self,
         dataset_dir: str | Path,
@@ -137,7 +131,7 @@ class CharadesDataset(SkippingDataset):
         if split not in SPLIT_FILES:
             raise ValueError(f"split must be one of {sorted(SPLIT_FILES)}, got {split!r}")
         self.dataset_dir = Path(dataset_dir)
-        require_dataset_dir(self.dataset_dir, LAYOUT)
+        require_path(self.dataset_dir, f"a Charades folder: {LAYOUT}", directory=True)
         self.frames_dir = self.dataset_dir / "data" / FRAMES_DIR
         self.num_classes = num_classes
         self.frames_per_clip = frames_per_clip
@@ -163,7 +157,7 @@ class CharadesDataset(SkippingDataset):
         first = self.frames.paths[self.frames.frame_offsets[:-1]]
         present = np.array([(self.frames_dir / p.decode()).parent.is_dir() for p in first], dtype=bool)
         self.missing = [str(v) for v in self.frames.video_ids[~present]]
-        warn_missing(self.missing, len(present), f"{self.dataset_dir} {split}")
+        warn_skipped(self.missing, len(present), f"{self.dataset_dir} {split}", items="annotated videos")
         self.videos = np.flatnonzero(present)  # indices into frames.video_ids
         if not len(self.videos):
             raise FileNotFoundError(f"No frame folders of the {split} videos under {self.frames_dir}; see {README}")
@@ -239,7 +233,7 @@ class CharadesDataModule(VideoDataModule):
         self.classes: list[str] = []
 
     def setup(self, stage: str | None = None) -> None:
-        require_dataset_dir(self.dataset_dir, LAYOUT)
+        require_path(self.dataset_dir, f"a Charades folder: {LAYOUT}", directory=True)
         if not self.classes:
             classes = read_classes(self.dataset_dir / "splits" / "classes.txt")
             if len(classes) != self.num_classes:

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.images import ArrayImageDataset, ImageDataModule, require_path
+from datamodules.images import ArrayImageDataset, ImageDataModule
+from datamodules.robust import require_path
 
 __all__ = ["CIFAR", "CIFAR10DataModule", "CIFAR100DataModule", "CifarFormat", "read_cifar", "read_cifar_classes"]
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import scipy.io
 
-from datamodules.images import ImageDataModule, ImageFileDataset, listed_files_dataset, require_path
+from datamodules.images import ImageDataModule, ImageFileDataset, listed_files_dataset
+from datamodules.robust import require_path
 
 __all__ = ["FLOWERS_URLS", "Flowers102DataModule", "read_flowers_split"]
 

@@ -14,18 +14,17 @@
   ``drop_last_eval=True``, which reproduces the published loaders (CIFAR-10 at batch size 64 then evaluates
   156 · 64 = 9,984 of its 10,000 test images). ``rank_dataloader`` is the training split with the training
   augmentations, for the pruning criterion pass (specs/spa.md 2.1: the ranking epoch ran on the training loader).
-* **Unreadable files** are skipped, logged and counted, as the video datasets do (``video.SkippingDataset``): an
-  image that fails to decode while loading is replaced by another one (training: a random one; evaluation: the
-  next one) and counted in ``num_skipped``; annotated images absent from disk are dropped when the split is
-  built, with one warning. This module does not import ``datamodules.video``: that one needs decord, which has
-  wheels for x86_64 only, and images need no video decoder.
+* **Unreadable files** are skipped, logged and counted by the layer every datamodule shares
+  (``datamodules.robust``): an image that fails to decode while loading is replaced by another one (training: a
+  random one; evaluation: the next one) and counted in ``num_skipped``; annotated images absent from disk are
+  dropped when the split is built, with one warning. Nothing here imports a video decoder: decord has wheels for
+  x86_64 only, and images need none.
 
 Datamodules never import ``modules/``.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
@@ -40,12 +39,19 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from datamodules.shared_counter import SharedCounter
+from datamodules.robust import (
+    NORMALISATIONS,
+    README,
+    DecodeError,
+    SkippingDataset,
+    normalisation_stats,
+    skip_counts,
+    warn_skipped,
+)
 
 __all__ = [
     "EVAL_RESIZE_RATIO",
-    "NORMALISATIONS",
-    "README",
+    "NORMALISATIONS",  # datamodules.robust's table, re-exported: the names image_transform accepts
     "RECIPES",
     "TRANSFORM_VARIANTS",
     "ArrayImageDataset",
@@ -56,21 +62,8 @@ __all__ = [
     "image_transform",
     "listed_files_dataset",
     "read_rgb",
-    "require_path",
-    "warn_dropped",
 ]
 
-log = logging.getLogger(__name__)
-
-#: Where the preparation steps of every dataset are written down (named by the missing-data errors).
-README = Path(__file__).with_name("README.md")
-
-#: (mean, std) per channel of images in [0, 1] (specs/spa.md 3.2).
-NORMALISATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    # the kuangliu CIFAR statistics used by the published code (its std is the often-copied 0.2023 variant)
-    "cifar": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-}
 TRANSFORM_VARIANTS = ("head", "arxiv")
 #: How the transforms of a split are made (see ``image_transform``).
 RECIPES = ("crop", "crop_resize_eval", "pad_crop")
@@ -78,17 +71,8 @@ RECIPES = ("crop", "crop_resize_eval", "pad_crop")
 EVAL_RESIZE_RATIO = 256 / 224
 
 
-class ImageDecodeError(RuntimeError):
+class ImageDecodeError(DecodeError):
     """An image file could not be read. ``ImageFileDataset`` skips and counts these; other errors propagate."""
-
-
-def require_path(path: Path, what: str, how: str) -> None:
-    """Raise ``FileNotFoundError`` naming ``path``, what was expected there and how to get it."""
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} does not exist: expected {what}. {how} Prepare it as described in {README} "
-            "(or point data.root / DATA_DIR at the folder that holds it)."
-        )
 
 
 def default_num_workers() -> int:
@@ -111,13 +95,6 @@ def read_rgb(path: str | Path) -> Image.Image:
             return image.copy() if image.mode == "RGB" else image.convert("RGB")
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise ImageDecodeError(f"cannot read {path}: {error}") from error
-
-
-def warn_dropped(dropped: Sequence[str], total: int, what: str, reason: str) -> None:
-    """One warning naming how many of ``total`` images were dropped (``reason``) and a few of them."""
-    if dropped:
-        examples = ", ".join(dropped[:3]) + (", ..." if len(dropped) > 3 else "")
-        log.warning(f"{what}: {len(dropped)} of {total} images {reason} and skipped ({examples})")
 
 
 # --- transforms ------------------------------------------------------------------------------------------
@@ -143,13 +120,11 @@ def image_transform(
       normalisation. At ``image_size != native_size`` the images are first resized to S and the padding is
       ``round(S / 8)``: an extension, the published code had S = 32 only.
     """
-    if normalisation not in NORMALISATIONS:
-        raise ValueError(f"normalisation must be one of {sorted(NORMALISATIONS)}, got {normalisation!r}")
+    mean, std = normalisation_stats(normalisation)
     if recipe not in RECIPES:
         raise ValueError(f"recipe must be one of {RECIPES}, got {recipe!r}")
     if image_size < 1:
         raise ValueError(f"image_size must be positive, got {image_size}")
-    mean, std = NORMALISATIONS[normalisation]
     steps = _train_steps(image_size, recipe, native_size) if train else _eval_steps(image_size, recipe, native_size)
     # PILToTensor + ToDtype(scale) = ToTensor of the published code: uint8 → float in [0, 1]
     finish = [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std), v2.ToPureTensor()]
@@ -183,7 +158,7 @@ class ArrayImageDataset(Dataset):
     matches the published pipelines. Nothing can fail to decode, so ``num_skipped`` is 0.
     """
 
-    num_missing = num_failed = num_skipped = 0
+    num_missing = num_failed = num_skipped = 0  # read by ``skip_counts``: in-memory images cannot be skipped
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, transform: Callable[[Image.Image], Tensor]) -> None:
         if images.ndim != 4 or images.shape[-1] != 3 or images.dtype != np.uint8:
@@ -201,17 +176,16 @@ class ArrayImageDataset(Dataset):
         return self.transform(Image.fromarray(self.images[index])), int(self.labels[index])
 
 
-class ImageFileDataset(Dataset):
+class ImageFileDataset(SkippingDataset):
     """``(image, label)`` pairs from image files, decoded by ``read_rgb``; unreadable files are skipped.
 
-    An image that fails to decode is logged with its path, counted in ``num_failed`` (shared with the DataLoader
-    workers) and replaced: by a random image in training (``train``), by the next one in evaluation, so that
-    evaluation stays deterministic. After ``max_retries`` failures in a row it raises, naming the first file.
+    ``SkippingDataset`` does the skipping: an image that fails to decode is logged with its path, counted in
+    ``num_failed`` and replaced (by a random image in training, ``train``, by the next one in evaluation).
     ``missing`` (annotated files absent from disk) and ``unreadable`` (files found unreadable when the split was
     built, e.g. by the Cats & Dogs check) only count; they are not in ``paths``.
     """
 
-    max_retries: int = 10
+    item = "image"
 
     def __init__(
         self,
@@ -223,6 +197,7 @@ class ImageFileDataset(Dataset):
         missing: Sequence[str] = (),
         unreadable: Sequence[str] = (),
     ) -> None:
+        super().__init__(missing=missing, unreadable=unreadable)
         if len(paths) != len(labels):
             raise ValueError(f"{len(paths)} paths but {len(labels)} labels")
         if not len(paths):
@@ -232,47 +207,16 @@ class ImageFileDataset(Dataset):
         self.labels = np.asarray(labels, dtype=np.int64)
         self.transform = transform
         self.random = train
-        self.missing = list(missing)
-        self.unreadable = list(unreadable)
-        self._failed = SharedCounter()
-        self._known_bad: set[int] = set()  # per worker process; only saves decoding a bad file twice
-
-    @property
-    def num_missing(self) -> int:
-        return len(self.missing)
-
-    @property
-    def num_failed(self) -> int:
-        """Decoding failures so far, summed over the DataLoader workers (a bad file counts once per worker)."""
-        return self._failed.value
-
-    @property
-    def num_skipped(self) -> int:
-        return self.num_missing + len(self.unreadable) + self.num_failed
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def describe(self, index: int) -> str:
+        return str(self.paths[index])
+
     def load(self, index: int) -> tuple[Tensor, int]:
         """The sample at ``index``; raises ``ImageDecodeError`` when its file is unreadable."""
         return self.transform(read_rgb(str(self.paths[index]))), int(self.labels[index])
-
-    def __getitem__(self, index: int) -> tuple[Tensor, int]:
-        candidate, last_error = index, None
-        for attempt in range(self.max_retries + 1):
-            if candidate not in self._known_bad:
-                try:
-                    return self.load(candidate)
-                except ImageDecodeError as error:
-                    self._known_bad.add(candidate)
-                    count = self._failed.increment()
-                    log.warning(f"Skipping unreadable image ({error}); {count} skipped so far")
-                    last_error = error
-            candidate = int(torch.randint(len(self), ()).item()) if self.random else (index + attempt + 1) % len(self)
-        raise RuntimeError(
-            f"{self.max_retries + 1} images in a row could not be read, starting at {self.paths[index]}; "
-            f"check the files ({README})"
-        ) from last_error
 
 
 def listed_files_dataset(
@@ -287,7 +231,7 @@ def listed_files_dataset(
     (``what`` names the split in it) and counted as ``missing``. Raises when none exists."""
     present = np.array([p.is_file() for p in paths], dtype=bool)
     missing = [p.name for p, ok in zip(paths, present) if not ok]
-    warn_dropped(missing, len(paths), what, "are missing")
+    warn_skipped(missing, len(paths), what, items="images")
     if not present.any():
         raise FileNotFoundError(
             f"{what}: none of the {len(paths)} annotated images exist (e.g. {paths[0]}); see {README}"
@@ -396,14 +340,7 @@ class ImageDataModule(pl.LightningDataModule):
     def skipped(self) -> dict[str, dict[str, int]]:
         """Per built split: annotated files missing from disk, files found unreadable when the split was built,
         and samples that failed to decode while loading so far."""
-        return {
-            split: {
-                "missing": getattr(d, "num_missing", 0),
-                "unreadable": len(getattr(d, "unreadable", ())),
-                "failed": getattr(d, "num_failed", 0),
-            }
-            for split, d in self.datasets.items()
-        }
+        return {split: skip_counts(d) for split, d in self.datasets.items()}
 
     @property
     def num_skipped(self) -> int:

@@ -27,15 +27,9 @@ from pathlib import Path
 import numpy as np
 from torch import Tensor
 
-from datamodules.video import (
-    README,
-    SkippingDataset,
-    VideoDataModule,
-    VideoTransform,
-    read_video,
-    require_dataset_dir,
-    warn_missing,
-)
+from datamodules.decoding import read_video
+from datamodules.robust import README, SkippingDataset, require_path, warn_skipped
+from datamodules.video import VideoDataModule, VideoTransform
 
 __all__ = [
     "KineticsAnnotation",
@@ -160,6 +154,8 @@ class KineticsDataset(SkippingDataset):
     ``train``) draws the clip start at random, otherwise the centre clip is taken (``datamodules.video``).
     """
 
+    item = "video"
+
     def __init__(
         self,
         dataset_dir: str | Path,
@@ -174,7 +170,7 @@ class KineticsDataset(SkippingDataset):
     ) -> None:
         super().__init__()
         self.dataset_dir = Path(dataset_dir)
-        require_dataset_dir(self.dataset_dir, KineticsDataModule.layout)
+        require_path(self.dataset_dir, f"a Kinetics folder: {KineticsDataModule.layout}", directory=True)
         self.split = split_dir(split)
         self.classes = classes
         self.frames_per_clip = frames_per_clip
@@ -202,7 +198,8 @@ class KineticsDataset(SkippingDataset):
                 labels.append(class_index[a.label])
             else:
                 self.missing.append(f"{a.label}/{a.filename}")
-        warn_missing(self.missing, len(self.missing) + len(paths), f"{self.dataset_dir} {self.split}")
+        total = len(self.missing) + len(paths)
+        warn_skipped(self.missing, total, f"{self.dataset_dir} {self.split}", items="annotated videos")
         if not paths:
             raise FileNotFoundError(f"No readable {self.split} videos under {self.dataset_dir / 'data'}; see {README}")
         # numpy arrays instead of lists of str: forked DataLoader workers do not copy them page by page on access
@@ -279,7 +276,7 @@ class KineticsDataModule(VideoDataModule):
         self.classes: list[str] = []
 
     def setup(self, stage: str | None = None) -> None:
-        require_dataset_dir(self.dataset_dir, self.layout)
+        require_path(self.dataset_dir, f"a Kinetics folder: {self.layout}", directory=True)
         if not self.classes:
             self.classes = self._classes()
         super().setup(stage)

@@ -1,4 +1,4 @@
-"""Decoding (decord), temporal clip sampling and spatial transforms shared by the video datasets.
+"""Temporal clip sampling, spatial transforms and the datamodule base shared by the video datasets.
 
 Conventions: decoded frames are ``uint8 (T, H, W, C)``; a transformed clip is ``float32 (C, T, S, S)`` (the
 channels-first layout of DESIGN.md). Temporal sampling follows Co3D / SlowFast (specs/video.md A2):
@@ -12,72 +12,40 @@ channels-first layout of DESIGN.md). Temporal sampling follows Co3D / SlowFast (
   protocols need this: their warm-up can be longer than a 10 s Kinetics video (CoX3D-L needs 73 frames at stride 5).
 
 Random choices draw from torch's global generator, which the DataLoader seeds per worker (and
-``pl.seed_everything(workers=True)`` makes reproducible).
+``pl.seed_everything(workers=True)`` makes reproducible). Missing and unreadable files are handled by the layer
+every datamodule shares, ``datamodules.robust``. Nothing here decodes video: ``datamodules.decoding`` does (the
+one module that imports decord, which has wheels for x86_64 only), so datasets of frames or features need no
+video decoder.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from abc import abstractmethod
-from collections.abc import Sequence
-from pathlib import Path
 
-import decord
 import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from datamodules.shared_counter import SharedCounter
+from datamodules.robust import NORMALISATIONS, DecodeError, SkippingDataset, normalisation_stats
 
 __all__ = [
-    "NORMALISATIONS",
-    "README",
-    "SharedCounter",
-    "SkippingDataset",
+    "NORMALISATIONS",  # datamodules.robust's table, re-exported: the names VideoTransform accepts
     "VideoDataModule",
     "VideoDecodeError",
     "VideoTransform",
     "clip_indices",
     "clip_start",
     "distinct_clip_frames",
-    "read_video",
-    "require_dataset_dir",
     "resample_indices",
 ]
 
-log = logging.getLogger(__name__)
 
-#: Where the preparation steps of every dataset are written down (named by the missing-data errors).
-README = Path(__file__).with_name("README.md")
-
-#: (mean, std) per channel of clips in [0, 1].
-NORMALISATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, float]]] = {
-    # X3D / SlowFast (Feichtenhofer et al.): the Co3D default
-    "feichtenhofer": ((0.45, 0.45, 0.45), (0.225, 0.225, 0.225)),
-    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
-    # the third style of the co3d repository (LukasHedegaard/co3d, datasets/dataloader.py)
-    "kopuklu": ((0.4338692858, 0.4045515923, 0.37760875), (0.1519876776, 0.14855877375, 0.1569763971)),
-    "none": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),
-    # torchvision's video models (R(2+1)D-18's Kinetics-400 weights, torchvision.transforms._presets)
-    "torchvision_kinetics": ((0.43216, 0.394666, 0.37645), (0.22803, 0.22145, 0.216989)),
-}
-
-
-class VideoDecodeError(RuntimeError):
+class VideoDecodeError(DecodeError):
     """A video (or frame) could not be read. ``SkippingDataset`` skips these and counts them; others propagate."""
-
-
-def require_dataset_dir(dataset_dir: Path, layout: str) -> None:
-    """Raise ``FileNotFoundError`` naming the path, the expected layout and the preparation steps."""
-    if not dataset_dir.is_dir():
-        raise FileNotFoundError(
-            f"Dataset folder {dataset_dir} does not exist. Expected {layout}. Prepare it as described in {README} "
-            "(or point data.root / DATA_DIR at the folder that holds it)."
-        )
 
 
 # --- temporal sampling -----------------------------------------------------------------------------
@@ -125,33 +93,6 @@ def clip_indices(num_frames: int, frames_per_clip: int, stride: int, *, random: 
     return np.minimum(start + stride * np.arange(frames_per_clip), num_frames - 1)
 
 
-# --- decoding --------------------------------------------------------------------------------------
-
-
-def read_video(path: str | Path, frames_per_clip: int, stride: int, *, target_fps: float, random: bool) -> Tensor:
-    """Decode one clip of ``path`` with decord: ``uint8 (frames_per_clip, H, W, 3)``.
-
-    Raises ``VideoDecodeError`` (naming the file) when decord cannot open or decode it.
-    """
-    try:
-        # one thread per reader: the DataLoader workers already decode in parallel
-        reader = decord.VideoReader(str(path), num_threads=1)
-        num_frames, fps = len(reader), reader.get_avg_fps()
-    except (decord.DECORDError, RuntimeError, OSError) as error:
-        raise VideoDecodeError(f"cannot open {path}: {error}") from error
-    if num_frames < 1:
-        raise VideoDecodeError(f"{path} has no frames")
-    resampled = resample_indices(num_frames, fps, target_fps)
-    indices = resampled[clip_indices(len(resampled), frames_per_clip, stride, random=random)]
-    # decode each frame once even when the clamped clip repeats it
-    unique, inverse = np.unique(indices, return_inverse=True)
-    try:
-        frames = reader.get_batch(unique.tolist()).asnumpy()
-    except (decord.DECORDError, RuntimeError, OSError) as error:
-        raise VideoDecodeError(f"cannot decode frames {unique.tolist()} of {path}: {error}") from error
-    return torch.from_numpy(frames[inverse])
-
-
 # --- spatial transforms ----------------------------------------------------------------------------
 
 
@@ -173,8 +114,7 @@ class VideoTransform:
         normalisation: str = "feichtenhofer",
         rand_augment: bool = False,
     ) -> None:
-        if normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {sorted(NORMALISATIONS)}, got {normalisation!r}")
+        mean, std = normalisation_stats(normalisation)
         if scale_jitter < 1:
             raise ValueError(
                 f"scale_jitter must be >= 1 (the short side is scaled to [S, jitter * S]), got {scale_jitter}"
@@ -182,7 +122,6 @@ class VideoTransform:
         self.crop_size = crop_size
         self.train = train
         self.max_short_side = round(scale_jitter * crop_size) if train else crop_size
-        mean, std = NORMALISATIONS[normalisation]
         self.mean = torch.tensor(mean).view(-1, 1, 1, 1)
         self.std = torch.tensor(std).view(-1, 1, 1, 1)
         self.rand_augment = None
@@ -228,82 +167,6 @@ def crop(clip: Tensor, size: int, *, random: bool) -> Tensor:
     else:
         top, left = (height - size) // 2, (width - size) // 2
     return clip[..., top : top + size, left : left + size]
-
-
-# --- robust datasets -------------------------------------------------------------------------------
-
-
-class SkippingDataset(Dataset):
-    """A dataset whose unreadable samples are skipped, logged and counted instead of crashing a long run.
-
-    Files that are missing when the dataset is built are dropped up front by the subclasses (``missing`` lists
-    them). Files that exist but cannot be decoded are found lazily: ``__getitem__`` catches the
-    ``VideoDecodeError`` of ``load``, logs it with the path, increments ``num_failed`` (shared with the DataLoader
-    workers) and returns another sample instead: a random one in training, the next one in evaluation (so that
-    evaluation stays deterministic). After ``max_retries`` consecutive failures it raises, naming the file it
-    started from. Other errors (bugs, bad arguments) propagate.
-    """
-
-    #: (set by subclasses) whether samples draw their clip at random, which also picks random substitutes
-    random: bool
-    max_retries: int = 10
-
-    def __init__(self) -> None:
-        self.missing: list[str] = []
-        self._failed = SharedCounter()
-        self._known_bad: set[int] = set()  # per worker process; only saves decoding a bad file twice
-
-    @property
-    def num_missing(self) -> int:
-        """Entries of the annotations whose file is absent (dropped when the dataset was built)."""
-        return len(self.missing)
-
-    @property
-    def num_failed(self) -> int:
-        """Decoding failures so far, summed over the DataLoader workers. Each worker process remembers its bad
-        files and skips them without a second warning, so a bad file counts at most once per worker process."""
-        return self._failed.value
-
-    @property
-    def num_skipped(self) -> int:
-        return self.num_missing + self.num_failed
-
-    @abstractmethod
-    def load(self, index: int) -> tuple[Tensor, Tensor | int]:
-        """The sample at ``index``; raises ``VideoDecodeError`` when its file is unreadable."""
-
-    @abstractmethod
-    def describe(self, index: int) -> str:
-        """The file (or folder) behind ``index``, for messages."""
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor | int]:
-        candidate, last_error = index, None
-        for attempt in range(self.max_retries + 1):
-            if candidate not in self._known_bad:
-                try:
-                    return self.load(candidate)
-                except VideoDecodeError as error:
-                    self._known_bad.add(candidate)
-                    count = self._failed.increment()
-                    log.warning(f"Skipping unreadable sample {candidate} ({error}); {count} skipped so far")
-                    last_error = error
-            candidate = self._substitute(index, attempt)
-        raise RuntimeError(
-            f"{self.max_retries + 1} samples in a row could not be read, starting at {self.describe(index)}; "
-            "check the files (datamodules/README.md)"
-        ) from last_error
-
-    def _substitute(self, index: int, attempt: int) -> int:
-        if self.random:
-            return int(torch.randint(len(self), ()).item())
-        return (index + attempt + 1) % len(self)
-
-
-def warn_missing(missing: Sequence[str], total: int, what: str) -> None:
-    """One warning that names how many annotated files are absent and a few of them."""
-    if missing:
-        examples = ", ".join(missing[:3]) + (", ..." if len(missing) > 3 else "")
-        log.warning(f"{what}: {len(missing)} of {total} annotated videos are missing and skipped ({examples})")
 
 
 # --- datamodule ------------------------------------------------------------------------------------

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from datamodules.charades import CharadesDataModule, CharadesDataset, read_frame_list
-from datamodules.video import README
-from tests.datamodules import frame_ids, write_charades
+from datamodules.robust import README
+from tests.datamodules.helpers import frame_ids, write_charades
 
 # vid -> labels of each frame; "B2" has 20 frames: labels 3 on frames 0-4, 7 on 10-11, none elsewhere
 VIDEOS = {

@@ -15,8 +15,8 @@ from datamodules.kinetics import (
     read_annotations,
     write_split_json,
 )
-from datamodules.video import README
-from tests.datamodules import frame_ids, write_kinetics
+from datamodules.robust import README
+from tests.datamodules.helpers import frame_ids, write_kinetics
 
 # three classes (one with a space, as in Kinetics); YouTube ids with "_" and "-", as real ones have
 VIDEOS = {

@@ -1,28 +1,20 @@
-"""Shared video machinery: fps resampling, clip sampling, decoding, transforms, and skip-with-count."""
+"""Shared video machinery: fps resampling, clip sampling, decoding and transforms."""
 
 from __future__ import annotations
-
-import logging
-import pickle
 
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
+from datamodules.decoding import read_video
 from datamodules.video import (
-    README,
-    SharedCounter,
-    SkippingDataset,
     VideoDecodeError,
     VideoTransform,
     clip_indices,
     distinct_clip_frames,
-    read_video,
-    require_dataset_dir,
     resample_indices,
 )
-from tests.datamodules import frame_ids, level, write_mp4
+from tests.datamodules.helpers import frame_ids, level, write_mp4
 
 # --- fps resampling ----------------------------------------------------------------------------------
 
@@ -186,80 +178,3 @@ def test_rand_augment_applies_to_training_only():
 def test_transform_rejects_channels_first_frames():
     with pytest.raises(ValueError, match=r"\(T, H, W, 3\)"):
         VideoTransform(8, train=False)(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
-
-
-# --- skipping and counting -------------------------------------------------------------------------
-
-
-class _Flaky(SkippingDataset):
-    """Index i returns i, except the ``bad`` ones, which raise like an unreadable video."""
-
-    def __init__(self, n: int, bad: set[int], random: bool = False) -> None:
-        super().__init__()
-        self.n, self.bad, self.random = n, bad, random
-
-    def __len__(self) -> int:
-        return self.n
-
-    def describe(self, index: int) -> str:
-        return f"video{index}.mp4"
-
-    def load(self, index: int):
-        if index in self.bad:
-            raise VideoDecodeError(f"cannot decode video{index}.mp4")
-        return torch.tensor(index), index
-
-
-def test_an_unreadable_sample_is_replaced_logged_and_counted(caplog):
-    dataset = _Flaky(5, bad={1, 2})
-    with caplog.at_level(logging.WARNING):
-        assert dataset[1][1] == 3  # evaluation: the next readable sample
-    assert dataset.num_failed == 2 and dataset.num_skipped == 2
-    assert "video1.mp4" in caplog.text and "video2.mp4" in caplog.text
-    assert dataset[1][1] == 3 and dataset.num_failed == 2  # known bad files are not decoded (or counted) again
-
-
-def test_training_substitutes_a_random_sample():
-    torch.manual_seed(0)
-    dataset = _Flaky(50, bad={0}, random=True)
-    assert dataset[0][1] != 0 and dataset.num_failed == 1
-
-
-def test_too_many_failures_raise_naming_the_file():
-    dataset = _Flaky(4, bad={0, 1, 2, 3})
-    with pytest.raises(RuntimeError, match=r"video0\.mp4"):
-        dataset[0]
-
-
-def test_other_errors_are_not_swallowed():
-    class Buggy(_Flaky):
-        def load(self, index):
-            raise TypeError("a bug")
-
-    with pytest.raises(TypeError, match="a bug"):
-        Buggy(3, bad=set())[0]
-
-
-# spawned workers re-import torch (~30 s on 2 busy cores): slow
-@pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
-def test_failures_in_dataloader_workers_are_counted_in_the_main_process(context):
-    dataset = _Flaky(8, bad={2, 5})
-    loader = DataLoader(dataset, batch_size=2, num_workers=2, multiprocessing_context=context)
-    # one epoch reads every index once: the two bad ones are replaced by their successors
-    assert sorted(torch.cat([b[1] for b in loader]).tolist()) == [0, 1, 3, 3, 4, 6, 6, 7]
-    assert dataset.num_failed == 2
-
-
-def test_shared_counter_copies_detach_with_their_value():
-    counter = SharedCounter()
-    counter.increment()
-    copy = pickle.loads(pickle.dumps(counter))
-    copy.increment()
-    assert (counter.value, copy.value) == (1, 2)
-
-
-def test_missing_dataset_dir_names_the_path_and_the_readme(tmp_path):
-    with pytest.raises(FileNotFoundError) as error:
-        require_dataset_dir(tmp_path / "nowhere", "data/...")
-    assert str(tmp_path / "nowhere") in str(error.value) and str(README) in str(error.value)
-    assert README.is_file()

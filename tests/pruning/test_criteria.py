@@ -21,7 +21,7 @@ from modules.pruning import (
     normalise,
     select,
 )
-from tests.pruning import ResidualNet, randomise
+from tests.pruning.helpers import ResidualNet, randomise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -18,7 +18,7 @@ from modules.pruning import (
     normalise,
     select,
 )
-from tests.pruning import ConvStack, ResidualNet, randomise
+from tests.pruning.helpers import ConvStack, ResidualNet, randomise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,7 +10,7 @@ from torch import Tensor, nn
 from modules.adapters import SPLoRAConv2d, splora
 from modules.nets import build
 from modules.pruning import ChannelGraph, ChannelMasks, GraphError, PruneSchedule, apply_masks, input_mask
-from tests.pruning import Block, ConvStack, ResidualNet
+from tests.pruning.helpers import Block, ConvStack, ResidualNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

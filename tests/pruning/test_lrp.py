@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from modules.pruning import ChannelGraph, LRPError, conv_relevance
 from modules.pruning.lrp import conv_zbeta, conv_zplus, eps_rule, folded_weight, sum_eps
-from tests.pruning import Block, randomise
+from tests.pruning.helpers import Block, randomise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

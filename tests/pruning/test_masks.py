@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from modules.adapters import splora
 from modules.pruning import ChannelGraph, ChannelMasks, apply_masks
-from tests.pruning import ResidualNet, randomise
+from tests.pruning.helpers import ResidualNet, randomise
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
