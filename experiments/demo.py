@@ -110,9 +110,8 @@ def demo(cfg: DictConfig) -> pd.DataFrame:
         (cfg.train_experiment, "clip", clip_metrics),
         (cfg.continual_experiment, "frame", frame_metrics),
     ):
-        stage = _stage(
-            "profile.yaml", experiment, out / f"profile_{mode}", [*extra, f"mode={mode}", f"device={cfg.device}"]
-        )
+        overrides = [*extra, *cfg.profile_overrides, f"mode={mode}", f"device={cfg.device}"]
+        stage = _stage("profile.yaml", experiment, out / f"profile_{mode}", overrides)
         result = profile(stage)
         rows.append({
             "model": result["model"], "protocol": mode, "top1": metrics["test/top1"],

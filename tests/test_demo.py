@@ -1,12 +1,50 @@
-"""`make demo` end to end on a shrunken Moving Digits (slow: trains, steps, profiles)."""
+"""`make demo`: which overrides reach which stage, and the chain end to end on a shrunken Moving Digits (slow:
+trains, steps, profiles)."""
+
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
 
+from experiments import demo as demo_module
 from experiments.demo import demo
 from tests.conftest import CONFIGS
+
+
+def test_each_stage_composes_with_the_common_and_its_own_overrides(compose_cfg, tmp_path, monkeypatch):
+    """``overrides`` reach every stage, ``train_overrides`` training only, ``profile_overrides`` both profiling
+    stages only (the stages are stubbed: this checks the composed configs, not the runs)."""
+    cfg = compose_cfg(
+        "demo.yaml",
+        ['overrides=["seed=7"]', 'train_overrides=["trainer.max_epochs=3"]', 'profile_overrides=["repeats=3"]'],
+    )
+    seen: dict[str, DictConfig] = {}
+
+    def stage(name: str, result: dict):
+        def run(stage_cfg: DictConfig) -> dict:
+            seen[f"{name}_{stage_cfg.get('mode', '')}" if name == "profile" else name] = stage_cfg
+            return result
+
+        return run
+
+    profiled = {"model": "m", "gflops_per_prediction": 1e-3, "params": 1, "throughput_median": 1.0}
+    monkeypatch.setattr(demo_module, "train", stage("train", {"test/top1": 0.5}))
+    monkeypatch.setattr(demo_module, "evaluate", stage("eval", {"test/top1": 0.4}))
+    monkeypatch.setattr(demo_module, "profile", stage("profile", {**profiled, "throughput_iqr": 0.1, "device": "cpu"}))
+    monkeypatch.setattr(demo_module, "_best_checkpoint", lambda run: Path(run) / "checkpoints" / "epoch_000.ckpt")
+    monkeypatch.setattr(demo_module, "_figure", lambda table, path: None)
+    Path(cfg.paths.output_dir).mkdir(parents=True)  # the real training stage makes it
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        demo(cfg)
+    assert set(seen) == {"train", "eval", "profile_clip", "profile_frame"}
+    assert all(c.seed == 7 for c in seen.values())
+    assert seen["train"].trainer.max_epochs == 3 and seen["eval"].trainer.max_epochs != 3
+    assert seen["profile_clip"].repeats == seen["profile_frame"].repeats == 3
+    assert seen["profile_clip"].device == "cpu" and seen["profile_frame"].mode == "frame"
 
 
 @pytest.mark.slow
