@@ -1,4 +1,4 @@
-"""Stanford Cars (Krause et al. 2013) in torchvision's layout (specs/spa.md 3.2).
+"""Stanford Cars (Krause et al. 2013) in torchvision's layout (paper/structured-pruning-adapters.md).
 
 On-disk layout (what ``torchvision.datasets.StanfordCars`` reads, and the published code used)::
 
@@ -74,8 +74,8 @@ class StanfordCarsDataModule(ImageDataModule):
 
     CIFAR normalisation (as published); HEAD transforms (RandomResizedCrop(S) + flip, test
     Resize(int(256/224·S)) + CenterCrop(S)) under both variants (Cars was added after the arXiv version).
-    Defaults: 224 pixels, batch size 8 (specs/spa.md 3.4, ResNet-50). Annotated images that are absent are
-    dropped with one warning and counted in ``skipped()``.
+    Defaults: 224 pixels, batch size 8 (the later published ResNet-50 runs; paper/structured-pruning-adapters.md).
+    Annotated images that are absent are dropped with one warning and counted in ``skipped()``.
     """
 
     dataset_name = "Stanford Cars"

@@ -1,4 +1,5 @@
-"""Cats & Dogs: Microsoft's Kaggle PetImages with the split of the published code (specs/spa.md 3.2).
+"""Cats & Dogs: Microsoft's Kaggle PetImages with the split of the published SPA code
+(paper/structured-pruning-adapters.md).
 
 On-disk layout (the extracted ``kagglecatsanddogs_5340.zip``)::
 
@@ -125,7 +126,7 @@ class CatsDogsDataModule(ImageDataModule):
     ``check_images`` opens each kept image's header once when the split is built (about 10,000 small reads) and
     replaces unreadable ones by the next readable images. ImageNet normalisation; HEAD transforms under both
     variants (the arXiv-era code used the same ones at 224). Defaults: 224 pixels, batch size 12
-    (specs/spa.md 3.4, ResNet-50 at HEAD; Table 1 used 4).
+    (paper/structured-pruning-adapters.md, ResNet-50 at HEAD; Table 1 used 4).
     """
 
     dataset_name = "Cats & Dogs"

@@ -1,4 +1,4 @@
-"""Charades multi-label clips from the official 24 fps JPEG frame dump (specs/video.md A2).
+"""Charades multi-label clips from the official 24 fps JPEG frame dump (paper/continual-3d-cnns.md).
 
 On-disk layout (``datamodules/README.md`` says how to get there)::
 

@@ -1,4 +1,5 @@
-"""CIFAR-10 and CIFAR-100 from the official python pickles (specs/spa.md 3.2), read with pickle and numpy.
+"""CIFAR-10 and CIFAR-100 from the official python pickles, read with pickle and numpy (the SPA study's datasets,
+paper/structured-pruning-adapters.md).
 
 On-disk layout (the extracted official archives, as torchvision also reads them)::
 
@@ -147,7 +148,7 @@ class CIFAR10DataModule(_CifarDataModule):
 
     ``transforms="head"``: RandomResizedCrop(S) + flip; test Resize(int(256/224·S)) then Resize(S), the published
     quirk (no centre crop). ``transforms="arxiv"`` (Table 1; specs/spa.md 7): RandomCrop(32, padding=4) + flip;
-    test images as they are. Defaults: 32 pixels, batch size 64 (specs/spa.md 3.4, ResNet-50).
+    test images as they are. Defaults: 32 pixels, batch size 64 (paper/structured-pruning-adapters.md, ResNet-50).
     """
 
     dataset_name = "CIFAR-10"
@@ -188,7 +189,7 @@ class CIFAR100DataModule(_CifarDataModule):
 
     ``transforms="head"``: RandomResizedCrop(S) + flip; test Resize(int(256/224·S)) + CenterCrop(S).
     ``transforms="arxiv"``: the arXiv-era CIFAR-10 transforms (CIFAR-100 was added after that version).
-    Defaults: 32 pixels, batch size 48 (specs/spa.md 3.4, ResNet-50).
+    Defaults: 32 pixels, batch size 48 (paper/structured-pruning-adapters.md, ResNet-50).
     """
 
     dataset_name = "CIFAR-100"

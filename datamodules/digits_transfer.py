@@ -1,6 +1,7 @@
 """Digits transfer: a tiny built-in stand-in for the SPA study's pretrain → adapt → prune pipeline.
 
-The SPA experiments adapt an ImageNet-pretrained network to a new task while pruning it (specs/spa.md 2-3).
+The SPA experiments adapt an ImageNet-pretrained network to a new task while pruning it
+(paper/structured-pruning-adapters.md).
 Here both tasks come from scikit-learn's bundled digits (``sklearn.datasets.load_digits``: 1,797 grey 8 x 8
 images, no download): ``task="pretrain"`` has the classes ``pretrain_classes`` (default 0-4) and
 ``task="adapt"`` the other ones (5-9), so a net pretrained on one task can be adapted to a disjoint one on CPU in

@@ -1,4 +1,5 @@
-"""Oxford Flowers-102 (Nilsback & Zisserman 2008) with the split of the published code (specs/spa.md 3.2).
+"""Oxford Flowers-102 (Nilsback & Zisserman 2008) with the split of the published SPA code
+(paper/structured-pruning-adapters.md).
 
 On-disk layout (torchvision's ``Flowers102`` layout)::
 
@@ -63,7 +64,7 @@ class Flowers102DataModule(ImageDataModule):
 
     Images from ``<root>/flowers-102``; ImageNet normalisation; HEAD transforms (RandomResizedCrop(S) + flip,
     test Resize(int(256/224·S)) + CenterCrop(S)) under both variants: the arXiv-era code used the same ones at 224.
-    Defaults: 224 pixels, batch size 6 (specs/spa.md 3.4, ResNet-50 at HEAD; Table 1 used 4). Listed images that
+    Defaults: 224 pixels, batch size 6 (the later published ResNet-50 runs; Table 1 used 4). Listed images that
     are absent are dropped with one warning and counted in ``skipped()``.
     """
 

@@ -1,4 +1,4 @@
-"""What the image classification datamodules of the SPA study share (specs/spa.md 3.2, 3.4).
+"""What the image classification datamodules of the SPA study share (paper/structured-pruning-adapters.md).
 
 * **Transforms**, in the two variants of the published experiments code (``transforms="head"`` or ``"arxiv"``):
   HEAD trains with ``RandomResizedCrop(S)`` (scale 0.08-1) + horizontal flip and tests with
@@ -13,7 +13,7 @@
 * **Loaders**: training is shuffled with ``drop_last=True``; evaluation keeps the last, ragged batch unless
   ``drop_last_eval=True``, which reproduces the published loaders (CIFAR-10 at batch size 64 then evaluates
   156 · 64 = 9,984 of its 10,000 test images). ``rank_dataloader`` is the training split with the training
-  augmentations, for the pruning criterion pass (specs/spa.md 2.1: the ranking epoch ran on the training loader).
+  augmentations, for the pruning criterion pass (the published scoring pass ran on the training loader).
 * **Unreadable files** are skipped, logged and counted by the layer every datamodule shares
   (``datamodules.robust``): an image that fails to decode while loading is replaced by another one (training: a
   random one; evaluation: the next one) and counted in ``num_skipped``; annotated images absent from disk are
@@ -76,7 +76,7 @@ class ImageDecodeError(DecodeError):
 
 
 def default_num_workers() -> int:
-    """``min(4, CPUs available to this process)``, as the published loaders (specs/spa.md 3.2)."""
+    """``min(4, CPUs available to this process)``, as the published loaders (paper/structured-pruning-adapters.md)."""
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return min(4, cpus)
 
@@ -85,8 +85,8 @@ def read_rgb(path: str | Path) -> Image.Image:
     """Decode ``path`` with PIL as an RGB image; raises ``ImageDecodeError`` naming the file when it cannot.
 
     Grey images get their channel repeated three times and RGBA images lose the alpha channel, as the published
-    Cats & Dogs loader did (specs/spa.md 3.2). Other modes (palette, CMYK) are converted by PIL; the published
-    code fed those to ``ToTensor`` unconverted (palette indices as grey, CMYK cut to C, M, Y).
+    Cats & Dogs loader did. Other modes (palette, CMYK) are converted by PIL; the published code fed those to
+    ``ToTensor`` unconverted (palette indices as grey, CMYK cut to C, M, Y).
     """
     try:
         with Image.open(path) as image:
@@ -110,7 +110,7 @@ def image_transform(
 ) -> Callable[[Image.Image], Tensor]:
     """A PIL RGB image → ``float32 (3, S, S)`` normalised tensor, as the published torchvision pipelines.
 
-    ``recipe`` (specs/spa.md 3.2):
+    ``recipe`` (paper/structured-pruning-adapters.md):
 
     * ``crop`` (HEAD, every dataset but CIFAR-10): train ``RandomResizedCrop(S)`` + ``RandomHorizontalFlip``;
       test ``Resize(int(256/224·S))`` + ``CenterCrop(S)``;
@@ -353,8 +353,8 @@ class ImageDataModule(pl.LightningDataModule):
 
     def rank_dataloader(self) -> DataLoader:
         """The training split with the TRAINING transforms, shuffled, ``drop_last=True``: the loader of the
-        pruning criterion pass, which the published code ran over its training loader (specs/spa.md 2.1). One pass
-        per call, so its workers do not outlive it."""
+        pruning criterion pass, which the published code ran over its training loader. One pass per call, so its
+        workers do not outlive it."""
         return self._train_loader(persistent=False)
 
     def val_dataloader(self) -> DataLoader:

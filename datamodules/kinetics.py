@@ -1,4 +1,4 @@
-"""Kinetics-400/600/700 clips from mp4 files, decoded with decord (specs/video.md A2).
+"""Kinetics-400/600/700 clips from mp4 files, decoded with decord (paper/continual-3d-cnns.md).
 
 On-disk layout (``datamodules/README.md`` says how to get there)::
 

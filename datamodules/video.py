@@ -1,7 +1,7 @@
 """Temporal clip sampling, spatial transforms and the datamodule base shared by the video datasets.
 
 Conventions: decoded frames are ``uint8 (T, H, W, C)``; a transformed clip is ``float32 (C, T, S, S)`` (the
-channels-first layout of DESIGN.md). Temporal sampling follows Co3D / SlowFast (specs/video.md A2):
+channels-first layout of DESIGN.md). Temporal sampling follows Co3D / SlowFast (paper/continual-3d-cnns.md):
 
 * a video is first resampled to ``target_fps`` by index arithmetic (frame ``i`` of the resampled video is
   frame ``floor(i * fps / target_fps)`` of the file), so ``sampling_stride`` means the same time step for every
@@ -100,8 +100,8 @@ class VideoTransform:
     """``uint8 (T, H, W, C)`` → ``float32 (C, T, S, S)``: to [0, 1], short-side scale, crop ``S``, normalise.
 
     Training scales the short side to a random integer in ``[S, scale_jitter * S]`` and crops at a random place;
-    evaluation scales it to exactly ``S`` and crops the centre (specs/video.md A2). The same scale and crop apply
-    to every frame of a clip. ``rand_augment`` adds RandAugment (2 ops, magnitude 7 of 10, as pytorchvideo's in
+    evaluation scales it to exactly ``S`` and crops the centre (paper/continual-3d-cnns.md). The same scale and crop
+    apply to every frame of a clip. ``rand_augment`` adds RandAugment (2 ops, magnitude 7 of 10, as pytorchvideo's in
     Co3D) to training clips, after scaling and before cropping.
     """
 
