@@ -11,7 +11,7 @@ from . import (
     x3d,  # noqa: F401
 )
 from .registry import InputSpec, build, builder_defaults, get_builder, input_spec, list_models, register_model
-from .weights import LoadReport, load_pretrained, register_converter
+from .weights import LoadReport, load_pretrained, register_converter, unwrap_state_dict
 
 __all__ = [
     "InputSpec",
@@ -24,4 +24,5 @@ __all__ = [
     "load_pretrained",
     "register_converter",
     "register_model",
+    "unwrap_state_dict",
 ]

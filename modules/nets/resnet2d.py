@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from .image_nets import torchvision_model
 from .registry import InputSpec, register_model
-from .weights import register_converter
+from .weights import register_converter, unwrap_state_dict
 
 __all__ = [
     "BasicBlock",
@@ -162,23 +162,17 @@ class ResNet(nn.Module):
 
 
 # --- torchvision weights ----------------------------------------------------------------------------------------
-def _state_dict(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The flat state dict in a torchvision ``.pth`` (or under ``state_dict``/``model``), DDP prefix removed."""
-    state = next((raw[k] for k in ("state_dict", "model") if isinstance(raw.get(k), Mapping)), raw)
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 def _accepts_torchvision(net: nn.Module, raw: Mapping[str, Any]) -> bool:
     if not isinstance(net, ResNet):
         return False
-    state = _state_dict(raw)
+    state = unwrap_state_dict(raw)
     return "conv1.weight" in state and "layer1.0.conv1.weight" in state
 
 
 def convert_torchvision_resnet(net: nn.Module, raw: Mapping[str, Any]) -> dict[str, Tensor]:
     """A torchvision ResNet state dict in ``net``'s shapes: a 7×7 stem becomes ``avg_pool2d(W, 2)`` (3×3) for the
     CIFAR stem (spec §3.1), and ``fc`` is dropped when its class count differs from ``net``'s (logged)."""
-    state = {k: torch.as_tensor(v) for k, v in _state_dict(raw).items()}
+    state = {k: torch.as_tensor(v) for k, v in unwrap_state_dict(raw).items()}
     stem = state["conv1.weight"]
     if isinstance(net, ResNet) and net.conv1.kernel_size == (3, 3) and stem.shape[-2:] == (7, 7):
         state["conv1.weight"] = F.avg_pool2d(stem, 2)  # kernel 2, stride 2: 7×7 → 3×3, as the published code

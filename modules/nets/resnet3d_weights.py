@@ -1,6 +1,8 @@
 """Checkpoint converters for the 3D ResNets of ``resnet3d`` (Slow, I3D and their continual twins CoSlow, CoI3D).
 
-Our nets use SlowFast's key names, and the continual twins share them, so each converter serves both. Formats:
+Our nets use SlowFast's key names, and the continual twins share them, so each converter serves both. The state
+dict of the torch formats may be wrapped as any training checkpoint (``modules.nets.weights.unwrap_state_dict``).
+Formats:
 
 * ``slowfast``: SlowFast ``.pyth``/``.pth`` (``{"model_state": state_dict}``, or ``state_dict``, or a bare state
   dict), keys already ours (e.g. SlowFast's ``SLOW_8x8_R50.pyth``).
@@ -27,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from .resnet3d import CoResNet3D, ResNet3D
-from .weights import register_converter
+from .weights import register_converter, unwrap_state_dict
 
 __all__ = ["caffe2_to_slowfast_name", "pytorchvideo_to_slowfast_name"]
 
@@ -38,21 +40,13 @@ def _is_resnet3d(net: nn.Module) -> bool:
     return isinstance(net, ResNet3D | CoResNet3D)
 
 
-def _state_of(raw: Mapping[str, Any]) -> Mapping[str, Any]:
-    """The state dict inside a training checkpoint (SlowFast: ``model_state``; Lightning: ``state_dict``)."""
-    for key in ("model_state", "state_dict"):
-        if isinstance(raw.get(key), Mapping):
-            return raw[key]
-    return raw
-
-
 # --- (a) SlowFast: identity -------------------------------------------------------------------------
 def _slowfast_accepts(net: nn.Module, raw: Mapping[str, Any]) -> bool:
-    return _is_resnet3d(net) and "s1.pathway0_stem.conv.weight" in _state_of(raw)
+    return _is_resnet3d(net) and "s1.pathway0_stem.conv.weight" in unwrap_state_dict(raw)
 
 
 def _slowfast_convert(net: nn.Module, raw: Mapping[str, Any]) -> dict[str, Tensor]:
-    return dict(_state_of(raw))
+    return unwrap_state_dict(raw)
 
 
 # --- (b) pytorchvideo ---------------------------------------------------------------------------------
@@ -103,12 +97,12 @@ def pytorchvideo_to_slowfast_name(key: str, stage_blocks: list[int], head_block:
 
 
 def _pytorchvideo_accepts(net: nn.Module, raw: Mapping[str, Any]) -> bool:
-    state = _state_of(raw)
+    state = unwrap_state_dict(raw)
     return _is_resnet3d(net) and ("blocks.0.conv.weight" in state or "model.blocks.0.conv.weight" in state)
 
 
 def _pytorchvideo_convert(net: nn.Module, raw: Mapping[str, Any]) -> dict[str, Tensor]:
-    state = {k.removeprefix("model."): v for k, v in _state_of(raw).items()}
+    state = {k.removeprefix("model."): v for k, v in unwrap_state_dict(raw).items()}
     stages, head = _ptv_layout(list(state))
     return {pytorchvideo_to_slowfast_name(k, stages, head): v for k, v in state.items()}
 

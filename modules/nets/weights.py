@@ -4,7 +4,8 @@ Each net family registers a converter for the checkpoint formats it understands 
 ``load_pretrained(net, path)`` reads the file (torch ``.pyth/.pth/.pt/.ckpt``, or a Caffe2 ``.pkl`` pickle), asks
 the converters in turn, and loads the converted state dict: shapes must match (a mismatch raises), missing and
 unexpected keys are reported and warned about. Continual twins share the offline nets' keys, so one converter
-serves both.
+serves both. Converters find the state dict inside a training checkpoint with ``unwrap_state_dict``, so that every
+format accepts the same wrappings.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["LoadReport", "load_pretrained", "read_checkpoint", "register_converter"]
+__all__ = [
+    "STATE_DICT_KEYS",
+    "LoadReport",
+    "load_pretrained",
+    "read_checkpoint",
+    "register_converter",
+    "unwrap_state_dict",
+]
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +83,30 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(raw, Mapping):
         raise ValueError(f"checkpoint {path} holds a {type(raw).__name__}, not a dict of tensors")
     return dict(raw)
+
+
+#: Where training checkpoints keep the model's state dict, looked up in this order: SlowFast and pytorchvideo
+#: (``model_state``), Lightning (``state_dict``), torchvision's reference scripts (``model``).
+STATE_DICT_KEYS = ("model_state", "state_dict", "model")
+
+#: The prefix ``DataParallel`` and ``DistributedDataParallel`` give every key of the module they wrap.
+_PARALLEL_PREFIX = "module."
+
+
+def _strip_parallel_prefix(key: str) -> str:
+    while key.startswith(_PARALLEL_PREFIX):  # DDP around DataParallel nests the prefix
+        key = key[len(_PARALLEL_PREFIX) :]
+    return key
+
+
+def unwrap_state_dict(raw: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's state dict inside checkpoint ``raw``: the first of ``STATE_DICT_KEYS`` whose value is a dict,
+    else ``raw`` itself (a bare state dict), with the ``module.`` prefixes of ``DataParallel``/DDP removed.
+
+    Other wrapper prefixes (Lightning's attribute name, e.g. pytorchvideo's ``model.``) are the converters' own.
+    """
+    state = next((raw[k] for k in STATE_DICT_KEYS if isinstance(raw.get(k), Mapping)), raw)
+    return {_strip_parallel_prefix(k): v for k, v in state.items()}
 
 
 def _as_tensor(value: Any) -> Tensor:

@@ -10,7 +10,8 @@
   channels, stride 2) has ``branch1_conv`` but no ``branch1_norm``. We load an identity BN there (γ 1, β 0,
   mean 0, var 1 − eps), which computes what pytorchvideo's net computes.
 
-Both formats serve X3D and CoX3D alike (identical keys). Keys under a DDP ``module.`` prefix are accepted.
+Both formats serve X3D and CoX3D alike (identical keys). The state dict may be wrapped as any training checkpoint
+(``modules.nets.weights.unwrap_state_dict``: ``model_state``, ``state_dict``, ``model``, DDP's ``module.``).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .weights import register_converter
+from .weights import register_converter, unwrap_state_dict
 
 __all__ = ["convert_pytorchvideo_x3d", "convert_slowfast_x3d", "pytorchvideo_to_ours"]
 
@@ -36,23 +37,14 @@ def _is_x3d(net: nn.Module) -> bool:
     return isinstance(net, X3D | CoX3D)
 
 
-def _model_state(raw: Mapping[str, Any]) -> dict[str, Any]:
-    """The state dict inside a SlowFast/pytorchvideo checkpoint (``model_state``, or ``state_dict``), DDP prefix
-    removed; empty when there is none."""
-    state = next((raw[k] for k in ("model_state", "state_dict") if isinstance(raw.get(k), Mapping)), None)
-    if state is None:
-        return {}
-    return {k.removeprefix("module."): v for k, v in state.items()}
-
-
 def _has_prefix(raw: Mapping[str, Any], prefix: str) -> bool:
-    return any(k.startswith(prefix) for k in _model_state(raw))
+    return any(k.startswith(prefix) for k in unwrap_state_dict(raw))
 
 
 # --- SlowFast -------------------------------------------------------------------------------------------------
 def convert_slowfast_x3d(net: nn.Module, raw: Mapping[str, Any]) -> dict[str, Tensor]:
     """SlowFast's X3D keys are ours."""
-    return dict(_model_state(raw))
+    return unwrap_state_dict(raw)
 
 
 # --- pytorchvideo ---------------------------------------------------------------------------------------------
@@ -110,7 +102,7 @@ def _identity_bn(bn: nn.BatchNorm3d) -> dict[str, Tensor]:
 
 def convert_pytorchvideo_x3d(net: nn.Module, raw: Mapping[str, Any]) -> dict[str, Tensor]:
     """Rename pytorchvideo's ``blocks.N...`` keys to ours; shortcut convs without a BN get an identity BN."""
-    state = {pytorchvideo_to_ours(k): v for k, v in _model_state(raw).items()}
+    state = {pytorchvideo_to_ours(k): v for k, v in unwrap_state_dict(raw).items()}
     modules = dict(net.named_modules())
     filled = []
     for key in [k for k in state if k.endswith(".branch1.weight")]:
