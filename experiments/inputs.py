@@ -20,7 +20,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 if TYPE_CHECKING:  # importing the package registers the resolver; torch and the nets load on first use
-    from modules.system import ClipLengthNeed
+    from modules.systems import ClipLengthNeed
 
 __all__ = ["check_video_length", "eval_clips", "instantiate_datamodule", "model_input", "register_resolvers"]
 
@@ -52,7 +52,7 @@ def eval_clips(cfg: DictConfig, model: Any) -> ClipLengthNeed | None:
     """The val/test clips of ``cfg.eval.protocol`` with ``model``: ``frames`` is the length chosen, ``reason`` what
     the protocol needs. ``eval.clip_length`` null derives the length; an explicit one shorter than needed is an
     error naming the length. None for a model that cannot tell (not a ``ClassificationSystem``)."""
-    from modules.system import ClipLengthNeed
+    from modules.systems import ClipLengthNeed
 
     explicit = cfg.eval.get("clip_length")
     if not hasattr(model, "eval_clip_length"):

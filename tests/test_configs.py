@@ -15,7 +15,7 @@ from omegaconf import DictConfig
 
 from experiments.inputs import eval_clips, instantiate_datamodule
 from experiments.utils import instantiate_callbacks, instantiate_loggers
-from modules.system import ClassificationSystem
+from modules.systems import ClassificationSystem
 from tests.conftest import CONFIGS
 from tests.datamodules.helpers import write_charades, write_kinetics
 from tests.datamodules.test_charades import VIDEOS as CHARADES_VIDEOS

@@ -1,12 +1,24 @@
-"""The evaluation protocols of the classification system on a small continual net."""
+"""The classification systems: the clip system's evaluation protocols on a small continual net, the image system's
+per-phase schedule, and the metric names and units they share."""
+
+import functools
+import importlib
+import sys
 
 import pytest
 import pytorch_lightning as pl
 import torch
+from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from modules.nets import build
-from modules.system import ClassificationSystem, required_clip_length
+from modules.systems import (
+    ClassificationSystem,
+    ClassifierBase,
+    ImageClassificationSystem,
+    phase_step_lr,
+    required_clip_length,
+)
 
 
 def _system(protocol: str, **kwargs: object) -> ClassificationSystem:
@@ -166,3 +178,72 @@ def test_extended_windows_8_16_32_run_end_to_end_on_cox3d_tiny() -> None:
     assert [r["window"] for r in system.protocol_results] == [8, 16, 32]
     with pytest.raises(ValueError, match=r"net\.delay"):  # one frame fewer leaves the 32-frame window silent
         system.test_step((clips[:, :, : frames - 1], torch.zeros(2, dtype=torch.long)), 0)
+
+
+# --- the image system and what the family shares ------------------------------------------------------------------
+def _image_system(**kwargs: object) -> ImageClassificationSystem:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(3, 4, 3, padding=1)
+    net = nn.Sequential(conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 6))
+    optimizer = functools.partial(torch.optim.SGD, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    return ImageClassificationSystem(net, 6, optimizer, **kwargs)
+
+
+def _images(n: int = 16) -> DataLoader:
+    return DataLoader(TensorDataset(torch.randn(n, 3, 8, 8), torch.randint(0, 6, (n,))), batch_size=4)
+
+
+def test_image_system_logs_stage_names_as_fractions() -> None:
+    system = _image_system(scheduler=functools.partial(phase_step_lr, steps=4, gamma=0.2))
+    trainer = pl.Trainer(
+        max_epochs=2, logger=False, enable_progress_bar=False, enable_checkpointing=False, accelerator="cpu"
+    )
+    trainer.fit(system, _images(), _images(8))
+    fitted = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert {"train/loss", "train/top1", "train/top5", "val/loss", "val/top1", "val/top5"} <= set(fitted)
+    test = _images(8)
+    metrics = _test(system, test)
+    assert set(metrics) == {"test/loss", "test/top1", "test/top5"}
+    assert 0.0 <= metrics["test/top1"] <= metrics["test/top5"] <= 1.0
+    # the accuracy is the fraction of correct predictions, not a percentage
+    x, y = test.dataset.tensors
+    with torch.no_grad():
+        expected = (system.eval()(x).argmax(1) == y).float().mean().item()
+    assert metrics["test/top1"] == pytest.approx(expected)
+
+
+def test_the_clip_and_image_systems_share_metric_names() -> None:
+    image, clip = _image_system(), _system("frame")
+    for stage in ("train", "val", "test"):
+        assert set(getattr(image, f"{stage}_metrics")) == {f"{stage}/top1", f"{stage}/top5"}
+        assert set(getattr(clip, f"{stage}_metrics")) == {f"{stage}/top1", f"{stage}/top5"}
+    assert isinstance(image, ClassifierBase) and isinstance(clip, ClassifierBase)
+
+
+@pytest.mark.parametrize(("epochs", "step_size"), [(1, 1), (4, 1), (20, 5), (30, 7)])
+def test_the_schedule_follows_each_fits_length(epochs: int, step_size: int) -> None:
+    """The published recipe: a fresh SGD and StepLR(max(1, epochs // 4), 0.2) per phase, over what trains."""
+    system = _image_system(scheduler=functools.partial(phase_step_lr, steps=4, gamma=0.2))
+    system.net[0].weight.requires_grad_(False)  # an adapter's frozen base weight
+    trainer = pl.Trainer(max_epochs=epochs, logger=False, enable_progress_bar=False, accelerator="cpu")
+    system.trainer = trainer
+    config = system.configure_optimizers()
+    optimizer, scheduler = config["optimizer"], config["lr_scheduler"]["scheduler"]
+    assert isinstance(optimizer, torch.optim.SGD) and optimizer.defaults["weight_decay"] == 5e-4
+    assert all(p.requires_grad for group in optimizer.param_groups for p in group["params"])
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == 3  # conv bias, linear weight and bias
+    assert (scheduler.step_size, scheduler.gamma) == (step_size, 0.2)
+    assert config["lr_scheduler"]["name"] == "train/lr"
+
+
+def test_a_scheduler_without_epochs_is_an_error_naming_the_fix() -> None:
+    with pytest.raises(ValueError, match="phase_step_lr"):
+        _image_system(scheduler=functools.partial(torch.optim.lr_scheduler.StepLR, step_size=2))
+
+
+def test_the_old_import_path_is_a_deprecated_alias() -> None:
+    sys.modules.pop("modules.system", None)
+    with pytest.warns(DeprecationWarning, match="modules.systems"):
+        old = importlib.import_module("modules.system")
+    assert old.ClassificationSystem is ClassificationSystem
+    assert old.required_clip_length is required_clip_length
