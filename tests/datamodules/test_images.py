@@ -20,7 +20,7 @@ from datamodules.cifar import CIFAR10DataModule, CIFAR100DataModule, read_cifar
 from datamodules.digits_transfer import DigitsTransferDataModule, load_digit_images, stratified_split
 from datamodules.flowers import Flowers102DataModule
 from datamodules.images import NORMALISATIONS, ImageFileDataset, image_transform
-from tests.datamodules.image_writers import (
+from tests.datamodules.helpers import (
     colour,
     write_cars,
     write_cifar10,
