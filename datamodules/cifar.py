@@ -147,7 +147,7 @@ class CIFAR10DataModule(_CifarDataModule):
     """CIFAR-10 (10 classes, 50,000 / 10,000 images) from ``<root>/cifar-10-batches-py``, CIFAR normalisation.
 
     ``transforms="head"``: RandomResizedCrop(S) + flip; test Resize(int(256/224·S)) then Resize(S), the published
-    quirk (no centre crop). ``transforms="arxiv"`` (Table 1; specs/spa.md 7): RandomCrop(32, padding=4) + flip;
+    quirk (no centre crop). ``transforms="arxiv"`` (Table 1): RandomCrop(32, padding=4) + flip;
     test images as they are. Defaults: 32 pixels, batch size 64 (paper/structured-pruning-adapters.md, ResNet-50).
     """
 
