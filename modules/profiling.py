@@ -226,7 +226,7 @@ def _functional_pools() -> tuple[type[nn.Module], ...]:
     """Modules that pool with a tensor op where the original model calls a pooling module: charged
     ``numel(input)`` as that module. CoX3D's SE takes a per-frame spatial mean where Co3D's ``CoSe`` calls
     ``co.AdaptiveAvgPool3d((1, 1, 1), kernel_size=1)``."""
-    from modules.nets.x3d import CoSqueezeExcitation  # on first use: importing the profiler loads no net
+    from modules.nets.video.x3d import CoSqueezeExcitation  # on first use: importing the profiler loads no net
 
     return (CoSqueezeExcitation,)
 

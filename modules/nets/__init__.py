@@ -1,14 +1,17 @@
-"""Architectures as plain ``nn.Module``s, each offline net beside its continual twin, behind a registry.
+"""Architectures as plain ``nn.Module``s by family, each offline net beside its continual twin, behind a registry.
 
-Importing this package registers every model: add the import of a new architecture module here.
+* ``video``: X3D / CoX3D, the 3D ResNets (Slow, I3D and their twins CoSlow, CoI3D; R(2+1)D-18), the reference
+  conv stack, and the converters of their official checkpoints.
+* ``image``: the 2-D ResNets, VGG-16 and ViT-B/16 of the SPA study.
+
+Importing this package registers every model and checkpoint format: a new family's package is imported here, a
+new architecture module in its family's ``__init__``. Imports run one way: a family imports ``registry`` and
+``weights``, a weights module imports its nets, and nothing here imports a family but this file.
 """
 
 from . import (
-    conv_stack,  # noqa: F401  (registers conv_stack, co_conv_stack)
-    image_nets,  # noqa: F401  (registers vgg16, vit_b16)
-    resnet2d,  # noqa: F401  (registers resnet18/50[_cifar], resnet_tiny)
-    resnet3d,  # noqa: F401
-    x3d,  # noqa: F401
+    image,  # noqa: F401  (registers resnet18/50[_cifar], resnet_tiny, vgg16, vit_b16)
+    video,  # noqa: F401  (registers x3d_*, cox3d_*, slow/i3d and twins, r2plus1d_18, conv_stack, co_conv_stack)
 )
 from .registry import InputSpec, build, builder_defaults, get_builder, input_spec, list_models, register_model
 from .weights import LoadReport, load_pretrained, register_converter, unwrap_state_dict

@@ -59,7 +59,7 @@ def test_unwrap_prefers_the_keys_in_order_and_ignores_non_dicts_under_them() -> 
 def _net(name: str) -> nn.Module:
     """A small net of each converter's family."""
     if name == "resnet3d":
-        from modules.nets.resnet3d import ResNet3D
+        from modules.nets.video.resnet3d import ResNet3D
 
         return ResNet3D(arch="slow", num_classes=4, width_per_group=4)
     return build(name)

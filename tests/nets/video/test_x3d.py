@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from modules import nets
 from modules.nets import load_pretrained
-from modules.nets.x3d import X3D, X3D_SIZES, CoX3D
+from modules.nets.video.x3d import X3D, X3D_SIZES, CoX3D
 from modules.profiling import FlopCounter, count_params
 from tests.continual.helpers import assert_steps_match
 

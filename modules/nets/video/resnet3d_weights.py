@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ..weights import register_converter, unwrap_state_dict
 from .resnet3d import CoResNet3D, ResNet3D
-from .weights import register_converter, unwrap_state_dict
 
 __all__ = ["caffe2_to_slowfast_name", "pytorchvideo_to_slowfast_name"]
 

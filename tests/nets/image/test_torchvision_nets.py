@@ -15,7 +15,8 @@ import torchvision
 from torch import nn
 
 from modules import nets
-from modules.nets import build, image_nets
+from modules.nets import build
+from modules.nets.image import torchvision_nets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -90,13 +91,13 @@ def test_vit_b16_pretrained_at_another_size_interpolates_the_position_embedding(
     """The 224-pixel ImageNet weights (random here, instead of a download) load into a 64-pixel ViT."""
     torch.manual_seed(0)
     source = torchvision.models.vit_b_16()
-    real = image_nets.torchvision_model
+    real = torchvision_nets.torchvision_model
 
     def fake(arch: str, *, pretrained: bool, **kwargs: object) -> nn.Module:
         return source if pretrained else real(arch, pretrained=False, **kwargs)
 
-    monkeypatch.setattr(image_nets, "torchvision_model", fake)
-    net = image_nets.vit_b16(num_classes=3, pretrained=True, image_size=64)
+    monkeypatch.setattr(torchvision_nets, "torchvision_model", fake)
+    net = torchvision_nets.vit_b16(num_classes=3, pretrained=True, image_size=64)
     assert net.encoder.pos_embedding.shape == (1, 1 + 4 * 4, 768)
     assert torch.equal(net.encoder.pos_embedding[:, 0], source.encoder.pos_embedding[:, 0])  # the class token's
     assert torch.equal(net.encoder.layers[3].mlp[0].weight, source.encoder.layers[3].mlp[0].weight)

@@ -14,7 +14,7 @@ from torch import nn
 
 from modules import nets
 from modules.nets import build, load_pretrained
-from modules.nets.resnet2d import ResNet, resnet18_cifar, resnet50_cifar
+from modules.nets.image.resnet2d import ResNet, resnet18_cifar, resnet50_cifar
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

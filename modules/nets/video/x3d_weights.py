@@ -24,7 +24,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .weights import register_converter, unwrap_state_dict
+from ..weights import register_converter, unwrap_state_dict
+from .x3d import X3D, CoX3D
 
 __all__ = ["convert_pytorchvideo_x3d", "convert_slowfast_x3d", "pytorchvideo_to_ours"]
 
@@ -32,8 +33,6 @@ log = logging.getLogger(__name__)
 
 
 def _is_x3d(net: nn.Module) -> bool:
-    from .x3d import X3D, CoX3D  # here: x3d.py imports this module to register the converters
-
     return isinstance(net, X3D | CoX3D)
 
 

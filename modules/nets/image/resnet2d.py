@@ -28,9 +28,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .image_nets import torchvision_model
-from .registry import InputSpec, register_model
-from .weights import register_converter, unwrap_state_dict
+from ..registry import InputSpec, register_model
+from ..weights import register_converter, unwrap_state_dict
+from .torchvision_nets import torchvision_model
 
 __all__ = [
     "BasicBlock",

@@ -22,7 +22,7 @@ import torchvision
 from torch import nn
 from torchvision.models import get_model_weights
 
-from .registry import InputSpec, register_model
+from ..registry import InputSpec, register_model
 
 __all__ = ["torchvision_model", "vgg16", "vit_b16"]
 

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from modules import continual as co
 
-from .registry import InputSpec, register_model
+from ..registry import InputSpec, register_model
 
 __all__ = [
     "CoResBlock",
@@ -450,7 +450,3 @@ def r2plus1d_18(*, num_classes: int = 400, dropout: float = 0.0) -> nn.Module:
         net.fc = fc
     net.input_spec = _R2PLUS1D_INPUT
     return net
-
-
-# Registers the checkpoint converters; they refer to the classes above, hence at the end.
-from . import resnet3d_weights  # noqa: E402, F401

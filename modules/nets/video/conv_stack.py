@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from modules import continual as co
 
-from .registry import InputSpec, register_model
+from ..registry import InputSpec, register_model
 
 __all__ = ["ChannelLinear", "co_conv_stack", "conv_stack"]
 

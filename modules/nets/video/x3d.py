@@ -21,7 +21,7 @@
   (``forward_steps(clip, pad_end=True)``).
 
 Temporal receptive field of CoX3D (each 3×3×3 conv adds 2 frames and pads 1; the stem's 5×1×1 adds 4 and pads 2;
-the pool adds ``temporal_window - 1``), checked in ``tests/nets/test_x3d.py`` against the Co3D paper's table:
+the pool adds ``temporal_window - 1``), checked in ``tests/nets/video/test_x3d.py`` against the Co3D paper's table:
 
 =========  ======  ============  ===============  =======  ====================================
 size       blocks  conv RF       receptive_field  padding  delay (= rf - padding - 1, warm-up)
@@ -47,9 +47,8 @@ from torch import Tensor, nn
 from modules import continual as co
 from modules.continual.base import check_fill
 
-from . import x3d_weights  # noqa: F401  (registers the SlowFast and pytorchvideo checkpoint formats)
+from ..registry import InputSpec, register_model
 from .conv_stack import ChannelLinear
-from .registry import InputSpec, register_model
 
 __all__ = [
     "X3D",

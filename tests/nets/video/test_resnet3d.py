@@ -19,11 +19,10 @@ from torch import Tensor, nn
 from modules import continual as co
 from modules import nets
 from modules.nets import InputSpec, input_spec
-from modules.nets.resnet3d import CoResNet3D, ResNet3D
+from modules.nets.video.resnet3d import CoResNet3D, ResNet3D
 from modules.nets.weights import load_pretrained
 from modules.profiling import count_macs, count_params
-
-from ..continual.helpers import assert_peek_does_not_advance, assert_steps_match
+from tests.continual.helpers import assert_peek_does_not_advance, assert_steps_match
 
 check = torch.testing.assert_close
 NAMES = ["slow_8x8_r50", "coslow_8x8_r50", "i3d_8x8_r50", "coi3d_8x8_r50", "r2plus1d_18"]
