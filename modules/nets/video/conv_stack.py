@@ -14,24 +14,18 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 
-from torch import Tensor, nn
+from torch import nn
 
 from modules import continual as co
 
 from ..registry import InputSpec, register_model
+from .blocks import ChannelLinear
 
-__all__ = ["ChannelLinear", "co_conv_stack", "conv_stack"]
+__all__ = ["co_conv_stack", "conv_stack"]
 
 
 # The synthetic data's defaults (datamodules/synthetic.py): 8-frame clips of 16 x 16 unnormalised pixels.
 _INPUT = InputSpec(clip_length=8, sampling_stride=1, crop_size=16, normalisation="none")
-
-
-class ChannelLinear(nn.Linear):
-    """``nn.Linear`` over dim 1 of a channels-first ``(B, C, *rest)`` tensor: offline ``co.Linear(channel_dim=1)``."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.movedim(1, -1)).movedim(-1, 1)
 
 
 def _widths(in_channels: int, channels: Sequence[int]) -> list[tuple[int, int]]:

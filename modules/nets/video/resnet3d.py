@@ -18,25 +18,26 @@ Offline nets return logits ``(B, num_classes)`` (no softmax: the system applies 
 twins return ``(B, num_classes, T_out)`` from ``forward`` (``T_out == 1`` for a clip of ``temporal_window`` pooled
 frames, i.e. 8 input frames) and ``(B, num_classes)`` from ``forward_step``.
 
-Checkpoint converters (SlowFast ``.pyth``, pytorchvideo hub, Caffe2 ``.pkl``) live in ``resnet3d_weights``.
+The residual block and its continual twin, the stage builder, the layer constructors and SlowFast's initialisation
+are X3D's too (``blocks``). Checkpoint converters (SlowFast ``.pyth``, pytorchvideo hub, Caffe2 ``.pkl``) live in
+``resnet3d_weights``.
 """
 
 from __future__ import annotations
 
+import functools
 from collections import OrderedDict
 from collections.abc import Sequence
-from typing import Any
 
 from torch import Tensor, nn
 
 from modules import continual as co
 
 from ..registry import InputSpec, register_model
+from .blocks import CoLayers, Layers, bn3d, init_weights, res_stage
 
 __all__ = [
-    "CoResBlock",
     "CoResNet3D",
-    "ResBlock",
     "ResNet3D",
     "coi3d_8x8_r50",
     "coslow_8x8_r50",
@@ -82,152 +83,33 @@ def _check_arch(arch: str) -> str:
     return arch
 
 
-# --- blocks ---------------------------------------------------------------------------------------
-class ResBlock(nn.Module):
-    """Bottleneck residual block with SlowFast's names: ``branch2`` = a (Tk×1×1) → a_bn → ReLU → b (1×3×3, the
-    spatial stride) → b_bn → ReLU → c (1×1×1) → c_bn; ``branch1`` (1×1×1 conv, stride (1, s, s)) + ``branch1_bn``
-    projects the shortcut when the width or resolution changes; ReLU after the sum."""
-
-    _bn_pairs = (("branch1", "branch1_bn"),)  # the shortcut applies them in turn (modules.continual.fold_batchnorm)
-
-    def __init__(
-        self, branch2: nn.Module, branch1: nn.Module | None = None, branch1_bn: nn.Module | None = None
-    ) -> None:
-        super().__init__()
-        # Registration order = state_dict order = SlowFast's (branch1, branch1_bn, branch2).
-        if branch1 is not None:
-            self.branch1 = branch1
-            self.branch1_bn = branch1_bn
-        self.branch2 = branch2
-        self.relu = nn.ReLU()
-
-    @property
-    def has_projection(self) -> bool:
-        return "branch1" in self._modules
-
-    def _shortcut(self, x: Tensor) -> Tensor:
-        return self.branch1_bn(self.branch1(x)) if self.has_projection else x
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.relu(self._shortcut(x) + self.branch2(x))
-
-
-class CoResBlock(co.ContainerModule, ResBlock):
-    """Continual ``ResBlock``: same modules and keys; the shortcut is delayed by ``branch2.delay`` steps so that
-    it meets the output of the same frame (the bottleneck's temporal padding is "same", so clip lengths match).
-
-    The aligning ``co.Delay`` has no weights and is kept out of the module tree, so the module tree and the
-    ``state_dict`` stay those of ``ResBlock``.
-    """
-
-    def __init__(
-        self,
-        branch2: nn.Module,
-        branch1: nn.Module | None = None,
-        branch1_bn: nn.Module | None = None,
-        temporal_fill: str = "zeros",
-    ) -> None:
-        as_co = co.continual
-        super().__init__(as_co(branch2), as_co(branch1) if branch1 is not None else None,
-                         as_co(branch1_bn) if branch1_bn is not None else None)  # fmt: skip
-        self.relu = as_co(self.relu)
-        if self.branch2.stride[0] != 1:
-            raise ValueError(f"CoResBlock needs a temporal stride of 1 in branch2, got {self.branch2.stride[0]}")
-        if self.branch2.delay != self.branch2.padding[0]:
-            raise ValueError(
-                f"CoResBlock: branch2 shortens the clip by {self.branch2.delay - self.branch2.padding[0]} frames; "
-                "give its temporal convs 'same' padding (k // 2)"
-            )
-        # The Delay's fill never reaches an output (it emits only steps it was given), so `co.set_temporal_fill`,
-        # which walks the module tree and does not see it, changes nothing that matters by skipping it.
-        self._aligner = [co.Delay(self.branch2.delay, temporal_fill)]
-
-    # --- temporal properties ---------------------------------------------------------------------------
-    @property
-    def delay(self) -> int:
-        return self.branch2.delay
-
-    @property
-    def receptive_field(self) -> int:
-        return self.branch2.receptive_field
-
-    @property
-    def padding(self) -> tuple[int, ...]:  # type: ignore[override]
-        return (self.branch2.padding[0],)
-
-    # --- state ---------------------------------------------------------------------------------------------
-    def _stateful(self) -> list[nn.Module]:
-        shortcut = [self.branch1] if self.has_projection else []
-        return [*shortcut, self.branch2, self._aligner[0]]
-
-    # --- stepping --------------------------------------------------------------------------------------
-    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
-        def run() -> Tensor | None:
-            shortcut = self.branch1_bn.forward_step(self.branch1.forward_step(step)) if self.has_projection else step
-            residual = self._aligner[0].forward_step(shortcut)
-            out = self.branch2.forward_step(step)
-            # Both emit from step `delay` on (the Delay holds exactly branch2.delay steps).
-            if out is None or residual is None:
-                return None
-            return self.relu.forward_step(out + residual)
-
-        return self._snapshot_call(run, update_state)
-
-    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
-        def run() -> Tensor | None:
-            if self.has_projection:
-                shortcut = self.branch1_bn.forward_steps(self.branch1.forward_steps(clip, pad_end=pad_end))
-            else:
-                shortcut = clip
-            residual = self._aligner[0].forward_steps(shortcut, pad_end=pad_end)
-            out = self.branch2.forward_steps(clip, pad_end=pad_end)
-            if out is None or residual is None:
-                return None
-            return self.relu.forward_steps(out + residual)
-
-        return self._snapshot_call(run, update_state)
-
-
 def _flatten_step(x: Tensor) -> Tensor:
     """``(B, C, 1, 1)`` pooled step → ``(B, C)``."""
     return x.flatten(1)
 
 
 # --- the networks ---------------------------------------------------------------------------------
-class _Layers:
-    """Layer factories for the offline net or its continual twin, so that both share one builder."""
-
-    def __init__(self, continual: bool, temporal_fill: str) -> None:
-        self.continual = continual
-        self.temporal_fill = temporal_fill
-
-    def conv(self, c_in: int, c_out: int, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]) -> Any:
-        # No conv bias anywhere: every conv is followed by a BatchNorm with its own shift.
-        if self.continual:
-            return co.Conv3d(c_in, c_out, kernel, stride, padding, bias=False, temporal_fill=self.temporal_fill)
-        return nn.Conv3d(c_in, c_out, kernel, stride, padding, bias=False)
-
-    def max_pool(self, kernel: Sequence[int], stride: Sequence[int], padding: Sequence[int]) -> Any:
-        if self.continual:
-            return co.MaxPool3d(kernel, stride, padding, temporal_fill=self.temporal_fill)
-        return nn.MaxPool3d(kernel, stride, padding)
-
-    def seq(self, layers: OrderedDict[str, nn.Module]) -> nn.Sequential:
-        return co.Sequential(layers) if self.continual else nn.Sequential(layers)
-
-    def block(self, branch2: nn.Sequential, branch1: nn.Module | None, branch1_bn: nn.Module | None) -> ResBlock:
-        if self.continual:
-            return CoResBlock(branch2, branch1, branch1_bn, temporal_fill=self.temporal_fill)
-        return ResBlock(branch2, branch1, branch1_bn)
-
-
-def _bn(channels: int) -> nn.BatchNorm3d:
-    return nn.BatchNorm3d(channels, eps=1e-5, momentum=0.1)
+def _bottleneck(
+    layers: Layers, dim_inner: int, dim_out: int, kernels: Sequence[int], index: int, c_in: int, stride: int
+) -> dict[str, nn.Module]:
+    """``branch2`` of block ``index``: a (Tk×1×1, Tk from the stage's kernel pattern) → b (1×3×3, the spatial
+    stride: SlowFast's STRIDE_1X1 = False) → c (1×1×1)."""
+    tk = kernels[index]
+    return {
+        "a": layers.conv(c_in, dim_inner, (tk, 1, 1)),
+        "a_bn": bn3d(dim_inner),
+        "a_relu": nn.ReLU(),
+        "b": layers.conv(dim_inner, dim_inner, (1, 3, 3), (1, stride, stride)),
+        "b_bn": bn3d(dim_inner),
+        "b_relu": nn.ReLU(),
+        "c": layers.conv(dim_inner, dim_out, (1, 1, 1)),
+        "c_bn": bn3d(dim_out),
+    }
 
 
 def _build_layers(
     arch: str,
-    layers: _Layers,
+    layers: Layers,
     num_classes: int,
     dropout: float,
     width_per_group: int,
@@ -237,39 +119,21 @@ def _build_layers(
     """SlowFast's ``ResNet`` (single pathway) as ``s1, s2, [pathway0_pool], s3, s4, s5, head``."""
     conv1_t, stage_patterns = _TEMPORAL_KERNELS[arch]
     w = width_per_group
-    stem = OrderedDict(
-        conv=layers.conv(in_channels, w, (conv1_t, 7, 7), (1, 2, 2), (conv1_t // 2, 3, 3)),
-        bn=_bn(w),
+    stem = layers.seq(
+        conv=layers.conv(in_channels, w, (conv1_t, 7, 7), (1, 2, 2)),
+        bn=bn3d(w),
         relu=nn.ReLU(),
         pool=layers.max_pool((1, 3, 3), (1, 2, 2), (0, 1, 1)),
     )
-    modules: OrderedDict[str, nn.Module] = OrderedDict(s1=layers.seq(OrderedDict(pathway0_stem=layers.seq(stem))))
+    modules: OrderedDict[str, nn.Module] = OrderedDict(s1=layers.seq(pathway0_stem=stem))
 
     dim_in = w
     for i, (depth, pattern, stride) in enumerate(zip(_STAGE_DEPTHS, stage_patterns, _SPATIAL_STRIDES)):
         dim_inner, dim_out = w * 2**i, w * 4 * 2**i
-        blocks: OrderedDict[str, nn.Module] = OrderedDict()
-        for j, tk in enumerate(_stage_kernels(pattern, depth)):
-            s = stride if j == 0 else 1
-            c_in = dim_in if j == 0 else dim_out
-            branch2 = layers.seq(
-                OrderedDict(
-                    a=layers.conv(c_in, dim_inner, (tk, 1, 1), (1, 1, 1), (tk // 2, 0, 0)),
-                    a_bn=_bn(dim_inner),
-                    a_relu=nn.ReLU(),
-                    # SlowFast's STRIDE_1X1 = False: the spatial stride sits on the 3×3 conv.
-                    b=layers.conv(dim_inner, dim_inner, (1, 3, 3), (1, s, s), (0, 1, 1)),
-                    b_bn=_bn(dim_inner),
-                    b_relu=nn.ReLU(),
-                    c=layers.conv(dim_inner, dim_out, (1, 1, 1), (1, 1, 1), (0, 0, 0)),
-                    c_bn=_bn(dim_out),
-                )
-            )
-            branch2.c_bn.transform_final_bn = True  # zero-initialised γ (SlowFast ZERO_INIT_FINAL_BN)
-            project = c_in != dim_out or s != 1
-            branch1 = layers.conv(c_in, dim_out, (1, 1, 1), (1, s, s), (0, 0, 0)) if project else None
-            blocks[f"pathway0_res{j}"] = layers.block(branch2, branch1, _bn(dim_out) if project else None)
-        modules[f"s{i + 2}"] = layers.seq(blocks)
+        branch2 = functools.partial(_bottleneck, layers, dim_inner, dim_out, _stage_kernels(pattern, depth))
+        modules[f"s{i + 2}"] = res_stage(
+            layers, depth=depth, dim_in=dim_in, dim_out=dim_out, spatial_stride=stride, branch2=branch2
+        )
         dim_in = dim_out
         pool_t = _POOL1_T[arch]
         if i == 0 and pool_t > 1:
@@ -291,21 +155,8 @@ def _build_layers(
         head["flatten"] = co.Lambda(_flatten_step)
     else:
         head["projection"] = nn.Linear(dim_in, num_classes)
-    modules["head"] = layers.seq(head)
+    modules["head"] = layers.seq(**head)
     return modules
-
-
-def _init_weights(net: nn.Module, fc_init_std: float = 0.01, zero_init_final_bn: bool = True) -> None:
-    """SlowFast's ``init_weights``: He (fan-out) convs, BN γ=1 β=0 (γ=0 on each block's last BN), N(0, 0.01) fc."""
-    for m in net.modules():
-        if isinstance(m, nn.Conv3d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        elif isinstance(m, nn.BatchNorm3d):
-            nn.init.constant_(m.weight, 0.0 if zero_init_final_bn and getattr(m, "transform_final_bn", False) else 1.0)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=fc_init_std)
-            nn.init.zeros_(m.bias)
 
 
 class ResNet3D(nn.Sequential):
@@ -325,12 +176,10 @@ class ResNet3D(nn.Sequential):
         in_channels: int = 3,
     ) -> None:
         arch = _check_arch(arch)
-        super().__init__(
-            _build_layers(arch, _Layers(False, "zeros"), num_classes, dropout, width_per_group, in_channels, None)
-        )
+        super().__init__(_build_layers(arch, Layers(), num_classes, dropout, width_per_group, in_channels, None))
         self.arch = arch
         self.input_spec = _ARCH_INPUT[arch]
-        _init_weights(self)
+        init_weights(self)
 
 
 class CoResNet3D(co.Sequential):
@@ -357,11 +206,11 @@ class CoResNet3D(co.Sequential):
         window = _default_window(arch) if temporal_window is None else temporal_window
         if window < 1:
             raise ValueError(f"temporal_window must be a positive number of frames, got {window}")
-        layers = _Layers(True, temporal_fill)
+        layers = CoLayers(temporal_fill)
         super().__init__(_build_layers(arch, layers, num_classes, dropout, width_per_group, in_channels, window))
         self.arch = arch
         self.input_spec = _ARCH_INPUT[arch]
-        _init_weights(self)
+        init_weights(self)
 
     @property
     def temporal_window(self) -> int:

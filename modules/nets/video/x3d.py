@@ -33,10 +33,15 @@ L (T=16)   55      5 + 2·55=115  130              57       72
 =========  ======  ============  ===============  =======  ====================================
 
 With ``temporal_window=64``: 120 / 28 / 91 (XS, S, M) and 178 / 57 / 120 (L).
+
+The residual block and its continual twin, the stage builder, the layer constructors and SlowFast's initialisation
+are the 3D ResNets' too (``blocks``); the SE blocks, the head and the size table are X3D's own. Checkpoint
+converters live in ``x3d_weights``.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -48,13 +53,12 @@ from modules import continual as co
 from modules.continual.base import check_fill
 
 from ..registry import InputSpec, register_model
-from .conv_stack import ChannelLinear
+from .blocks import ChannelLinear, CoLayers, Layers, bn3d, init_weights, res_stage
 
 __all__ = [
     "X3D",
     "X3D_SIZES",
     "CoX3D",
-    "ResBlock",
     "SqueezeExcitation",
     "X3DSize",
     "cox3d_l",
@@ -67,9 +71,6 @@ __all__ = [
     "x3d_s",
     "x3d_xs",
 ]
-
-BN_EPS = 1e-5
-BN_MOMENTUM = 0.1
 
 
 def round_width(width: float, multiplier: float, min_width: int = 1, divisor: int = 1) -> int:
@@ -150,10 +151,6 @@ def _pool_side(crop: int) -> int:
     return math.ceil(crop / 32)
 
 
-def _bn(channels: int) -> nn.BatchNorm3d:
-    return nn.BatchNorm3d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
-
-
 # --- building blocks: offline ---------------------------------------------------------------------------------
 class SqueezeExcitation(nn.Module):
     """SlowFast's SE (``operators.SE``): average pool over (T, H, W) → ``fc1`` → ReLU → ``fc2`` → sigmoid → scale.
@@ -175,32 +172,6 @@ class SqueezeExcitation(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return x * self._excite(self.avg_pool(x))
-
-
-class ResBlock(nn.Module):
-    """SlowFast's ``ResBlock``: ``relu(shortcut(x) + branch2(x))``, the shortcut being ``branch1_bn(branch1(x))``
-    where the width or the resolution changes, else the identity."""
-
-    _bn_pairs = (("branch1", "branch1_bn"),)  # the shortcut applies them in turn (modules.continual.fold_batchnorm)
-
-    def __init__(self, branch2: nn.Module, branch1: nn.Module | None = None, branch1_bn: nn.Module | None = None):
-        super().__init__()
-        if (branch1 is None) != (branch1_bn is None):
-            raise ValueError("ResBlock: give both branch1 and branch1_bn, or neither")
-        # Registered in SlowFast's order, so that state_dict keys come in the checkpoint's order.
-        if branch1 is not None:
-            self.branch1 = branch1
-            self.branch1_bn = branch1_bn
-        self.branch2 = branch2
-        self.relu = nn.ReLU()
-
-    @property
-    def has_projection(self) -> bool:
-        return "branch1" in self._modules
-
-    def forward(self, x: Tensor) -> Tensor:
-        shortcut = self.branch1_bn(self.branch1(x)) if self.has_projection else x
-        return self.relu(shortcut + self.branch2(x))
 
 
 class _Output(nn.Module):
@@ -225,10 +196,6 @@ class _Output(nn.Module):
 
 
 # --- building blocks: continual -------------------------------------------------------------------------------
-# Hand-written continual blocks keep their children's states in order (modules.continual.ContainerModule).
-_CoParent = co.ContainerModule
-
-
 class CoSqueezeExcitation(co.CoModule, SqueezeExcitation):
     """CoX3D's frame-scoped SE: each frame is pooled over its own spatial dims only, so the block is temporally
     local (no state, no delay). Same weights and keys as ``SqueezeExcitation``, but a different function: X3D's SE
@@ -243,67 +210,6 @@ class CoSqueezeExcitation(co.CoModule, SqueezeExcitation):
 
     def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor:
         return self.forward(clip)
-
-
-class CoResBlock(_CoParent, ResBlock):
-    """Continual ``ResBlock``: the shortcut is delayed by ``branch2``'s delay (one step per 3×3×3 conv), so that
-    both summands belong to the same frame. The ``Delay`` has no weights, hence no ``state_dict`` keys."""
-
-    def __init__(
-        self,
-        branch2: co.Sequential,
-        branch1: nn.Module | None = None,
-        branch1_bn: nn.Module | None = None,
-        temporal_fill: str = "zeros",
-    ) -> None:
-        super().__init__(branch2, branch1, branch1_bn)
-        if self.has_projection:
-            self.branch1 = co.continual(self.branch1, temporal_fill=temporal_fill)
-            self.branch1_bn = co.continual(self.branch1_bn)
-            if self.branch1.delay != 0:
-                raise ValueError("CoResBlock: branch1 must be pointwise in time")
-        self.relu = co.continual(self.relu)
-        self.shortcut_delay = co.Delay(branch2.delay, temporal_fill)
-
-    @property
-    def receptive_field(self) -> int:
-        return self.branch2.receptive_field
-
-    @property
-    def padding(self) -> tuple[int, ...]:  # type: ignore[override]
-        return self.branch2.padding
-
-    @property
-    def delay(self) -> int:
-        return self.branch2.delay
-
-    @property
-    def stride(self) -> tuple[int, ...]:  # type: ignore[override]
-        return self.branch2.stride
-
-    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
-        def run() -> Tensor | None:
-            shortcut = self.branch1_bn.forward_step(self.branch1.forward_step(step)) if self.has_projection else step
-            shortcut = self.shortcut_delay.forward_step(shortcut)
-            residual = self.branch2.forward_step(step)
-            if shortcut is None or residual is None:  # both or neither: the delays are equal
-                return None
-            return self.relu.forward_step(shortcut + residual)
-
-        return self._snapshot_call(run, update_state)
-
-    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
-        def run() -> Tensor | None:
-            shortcut = clip
-            if self.has_projection:
-                shortcut = self.branch1_bn.forward_steps(self.branch1.forward_steps(clip, pad_end=pad_end))
-            shortcut = self.shortcut_delay.forward_steps(shortcut, pad_end=pad_end)
-            residual = self.branch2.forward_steps(clip, pad_end=pad_end)
-            if shortcut is None or residual is None:
-                return None
-            return self.relu.forward_steps(shortcut + residual)
-
-        return self._snapshot_call(run, update_state)
 
 
 class WindowAvgPool3d(co.AvgPool3d):
@@ -337,33 +243,11 @@ class _CoOutput(co.CoModule, _Output):
 
 
 # --- the two layer sets ------------------------------------------------------------------------------------
-class _Layers:
-    """Constructors of the offline net; ``_CoLayers`` swaps in the continual ones. One ``_build`` serves both,
-    so the two nets cannot drift apart in structure or key names."""
-
-    def __init__(self, temporal_fill: str = "zeros") -> None:
-        self.temporal_fill = temporal_fill
-
-    def conv(
-        self,
-        c_in: int,
-        c_out: int,
-        kernel: tuple[int, int, int],
-        stride: tuple[int, int, int] = (1, 1, 1),
-        groups: int = 1,
-        bias: bool = False,
-    ) -> nn.Module:
-        padding = tuple(k // 2 for k in kernel)  # "same" padding, in time too (it becomes delay when streaming)
-        return nn.Conv3d(c_in, c_out, kernel, stride=stride, padding=padding, groups=groups, bias=bias)
-
-    def seq(self, **named: nn.Module) -> nn.Module:
-        return nn.Sequential(OrderedDict(named))
+class _Layers(Layers):
+    """The shared constructors (``blocks.Layers``) plus X3D's own: SE, head pool, classifier, output."""
 
     def se(self, channels: int, ratio: float) -> nn.Module:
         return SqueezeExcitation(channels, ratio)
-
-    def block(self, branch2: nn.Module, branch1: nn.Module | None, branch1_bn: nn.Module | None) -> nn.Module:
-        return ResBlock(branch2, branch1, branch1_bn)
 
     def pool(self, frames: int, side: int) -> nn.Module:
         return nn.AvgPool3d((frames, side, side), stride=1)
@@ -375,36 +259,9 @@ class _Layers:
         return _Output(softmax)
 
 
-class _CoLayers(_Layers):
-    def conv(
-        self,
-        c_in: int,
-        c_out: int,
-        kernel: tuple[int, int, int],
-        stride: tuple[int, int, int] = (1, 1, 1),
-        groups: int = 1,
-        bias: bool = False,
-    ) -> nn.Module:
-        padding = tuple(k // 2 for k in kernel)
-        return co.Conv3d(
-            c_in,
-            c_out,
-            kernel,
-            stride=stride,
-            padding=padding,
-            groups=groups,
-            bias=bias,
-            temporal_fill=self.temporal_fill,
-        )
-
-    def seq(self, **named: nn.Module) -> nn.Module:
-        return co.Sequential(OrderedDict(named))  # converts BN, ReLU, SiLU, Dropout to per-frame modules
-
+class _CoLayers(CoLayers, _Layers):
     def se(self, channels: int, ratio: float) -> nn.Module:
         return CoSqueezeExcitation(channels, ratio)
-
-    def block(self, branch2: nn.Module, branch1: nn.Module | None, branch1_bn: nn.Module | None) -> nn.Module:
-        return CoResBlock(branch2, branch1, branch1_bn, temporal_fill=self.temporal_fill)
 
     def pool(self, frames: int, side: int) -> nn.Module:
         return WindowAvgPool3d((frames, side, side), stride=1)
@@ -416,46 +273,49 @@ class _CoLayers(_Layers):
         return _CoOutput(softmax)
 
 
+def _bottleneck(
+    layers: _Layers, size: X3DSize, inner: int, dim_out: int, index: int, c_in: int, stride: int
+) -> dict[str, nn.Module]:
+    """``branch2`` of X3D's block ``index``: 1×1×1 → depthwise 3×3×3 (the spatial stride: SlowFast STRIDE_1X1 =
+    False) → [SE on blocks 0, 2, 4, ...] → Swish → 1×1×1."""
+    named = {
+        "a": layers.conv(c_in, inner, (1, 1, 1)),
+        "a_bn": bn3d(inner),
+        "a_relu": nn.ReLU(),
+        "b": layers.conv(inner, inner, (size.block_temporal_kernel, 3, 3), (1, stride, stride), groups=inner),
+        "b_bn": bn3d(inner),
+    }
+    if size.se_ratio > 0 and (index + 1) % 2:
+        named["se"] = layers.se(inner, size.se_ratio)
+    return named | {"b_relu": nn.SiLU(), "c": layers.conv(inner, dim_out, (1, 1, 1)), "c_bn": bn3d(dim_out)}
+
+
 def _build(
     layers: _Layers, size: X3DSize, *, num_classes: int, dropout: float, frames: int, crop: int, softmax: bool
 ) -> OrderedDict[str, nn.Module]:
     """``s1``..``s5`` and ``head`` of X3D (SlowFast ``video_model_builder.X3D``), from ``layers``."""
     if crop < 32:
         raise ValueError(f"X3D needs crops of at least 32 pixels (5 stride-2 stages), got crop={crop}")
-    kt, bt = size.stem_temporal_kernel, size.block_temporal_kernel
+    kt = size.stem_temporal_kernel
     stem_out = size.stem_out
     stem = layers.seq(
-        conv_xy=layers.conv(3, stem_out, (1, 3, 3), stride=(1, 2, 2)),
+        conv_xy=layers.conv(3, stem_out, (1, 3, 3), (1, 2, 2)),
         conv=layers.conv(stem_out, stem_out, (kt, 1, 1), groups=stem_out),  # depthwise in time
-        bn=_bn(stem_out),
+        bn=bn3d(stem_out),
         relu=nn.ReLU(),
     )
     stages: OrderedDict[str, nn.Module] = OrderedDict(s1=layers.seq(pathway0_stem=stem))
     dim_in = stem_out
     for index, (depth, dim_out, inner) in enumerate(zip(size.depths, size.stage_widths, size.inner_widths)):
-        blocks = {}
-        for i in range(depth):
-            stride = 2 if i == 0 else 1  # on the 3×3×3 conv (SlowFast STRIDE_1X1 = False)
-            c_in = dim_in if i == 0 else dim_out
-            branch2: dict[str, nn.Module] = {
-                "a": layers.conv(c_in, inner, (1, 1, 1)),
-                "a_bn": _bn(inner),
-                "a_relu": nn.ReLU(),
-                "b": layers.conv(inner, inner, (bt, 3, 3), stride=(1, stride, stride), groups=inner),
-                "b_bn": _bn(inner),
-            }
-            if size.se_ratio > 0 and (i + 1) % 2:  # SE on blocks 0, 2, 4, ...
-                branch2["se"] = layers.se(inner, size.se_ratio)
-            branch2 |= {"b_relu": nn.SiLU(), "c": layers.conv(inner, dim_out, (1, 1, 1)), "c_bn": _bn(dim_out)}
-            project = c_in != dim_out or stride != 1
-            branch1 = layers.conv(c_in, dim_out, (1, 1, 1), stride=(1, stride, stride)) if project else None
-            blocks[f"pathway0_res{i}"] = layers.block(layers.seq(**branch2), branch1, _bn(dim_out) if project else None)
-        stages[f"s{index + 2}"] = layers.seq(**blocks)
+        branch2 = functools.partial(_bottleneck, layers, size, inner, dim_out)
+        stages[f"s{index + 2}"] = res_stage(
+            layers, depth=depth, dim_in=dim_in, dim_out=dim_out, spatial_stride=2, branch2=branch2
+        )
         dim_in = dim_out
     inner = size.inner_widths[-1]
     stages["head"] = layers.seq(
         conv_5=layers.conv(dim_in, inner, (1, 1, 1)),
-        conv_5_bn=_bn(inner),
+        conv_5_bn=bn3d(inner),
         conv_5_relu=nn.ReLU(),
         avg_pool=layers.pool(frames, _pool_side(crop)),
         lin_5=layers.conv(inner, size.head_width, (1, 1, 1)),
@@ -465,23 +325,6 @@ def _build(
         output=layers.output(softmax),
     )
     return stages
-
-
-def _init_weights(net: nn.Module, fc_std: float = 0.01, zero_init_final_bn: bool = True) -> None:
-    """SlowFast's ``init_weights``: MSRA fill (kaiming normal, fan_out) for convs, N(0, fc_std) for the classifier,
-    BN γ = 1, β = 0, and γ = 0 on each block's last BN so that every block starts as its shortcut."""
-    for name, m in net.named_modules():
-        if isinstance(m, nn.Conv3d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm3d):
-            final = zero_init_final_bn and name.endswith("branch2.c_bn")
-            nn.init.constant_(m.weight, 0.0 if final else 1.0)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=fc_std)
-            nn.init.zeros_(m.bias)
 
 
 def _check_clip(net: X3D | CoX3D, clip: Tensor, frames: int, frames_arg: str) -> None:
@@ -521,7 +364,7 @@ class X3D(nn.Sequential):
             _build(_Layers(), size, num_classes=num_classes, dropout=dropout, frames=frames, crop=crop, softmax=softmax)
         )
         self.size, self.frames, self.crop, self.num_classes = size, frames, crop, num_classes
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, clip: Tensor) -> Tensor:
         _check_clip(self, clip, self.frames, "frames")
@@ -553,7 +396,7 @@ class CoX3D(co.Sequential):
             _build(layers, size, num_classes=num_classes, dropout=dropout, frames=window, crop=crop, softmax=softmax)
         )
         self.size, self.crop, self.num_classes, self.temporal_fill = size, crop, num_classes, temporal_fill
-        _init_weights(self)
+        init_weights(self)
 
     def forward(self, clip: Tensor) -> Tensor:
         _check_clip(self, clip, self.head.avg_pool.temporal_window, "temporal_window")
