@@ -46,6 +46,11 @@ PUBLISHED = RESULTS / "spa_published.csv"
 COLUMNS = ["arch", "dataset", "criterion", "method", "rank", "init_range", "seed", "mask_mode", "coupling", "step",
            "density", "acc_pre_recovery", "acc", "loss", "delta_params_legacy", "delta_params_exact",
            "flops_legacy", "flops_exact", "fused_params", "exported_params"]  # fmt: skip
+#: The accuracy columns and their units. Runs write fractions and say so in an ``acc_unit`` column; files without it
+#: (the committed reference runs, written before the column existed) hold percent. Reading gives percent, the unit
+#: of the tables and figures.
+ACC_COLUMNS = ("acc_pre_recovery", "acc")
+ACC_UNITS = {"percent": 1.0, "fraction": 100.0}
 #: What identifies one run (a prune-recover schedule); ``step`` then identifies a row within it.
 RUN_KEY = ["arch", "dataset", "criterion", "method", "rank", "init_range", "seed", "mask_mode", "coupling"]
 #: What identifies one table row / figure series within a criterion: everything but the seed.
@@ -81,7 +86,8 @@ def _read(path: Path) -> pd.DataFrame:
 
 
 def read_runs(path: Path) -> pd.DataFrame:
-    """Read one per-run CSV (the sweep's ``spa_results.csv`` or a collected ``spa_runs_*.csv``) and check it."""
+    """Read one per-run CSV (the sweep's ``spa_results.csv`` or a collected ``spa_runs_*.csv``) and check it;
+    accuracies come back in percent whatever the file's ``acc_unit`` (``ACC_UNITS``)."""
     frame = _read(path)
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
@@ -91,6 +97,13 @@ def read_runs(path: Path) -> pd.DataFrame:
         bad = sorted(set(frame[column].astype(str)) - set(allowed))
         if bad:
             raise SpaInputError(f"{path}: column {column!r} has {bad}; expected one of {list(allowed)}")
+    if "acc_unit" in frame:
+        bad = sorted(set(frame["acc_unit"].astype(str)) - set(ACC_UNITS))
+        if bad:
+            raise SpaInputError(f"{path}: column 'acc_unit' has {bad}; expected one of {list(ACC_UNITS)}")
+        scale = frame["acc_unit"].map(ACC_UNITS)
+        frame[list(ACC_COLUMNS)] = frame[list(ACC_COLUMNS)].mul(scale, axis=0)
+        frame["acc_unit"] = "percent"
     # an adapter-free run has no init range; 0 keeps it a groupable key instead of a NaN that groupby would drop
     frame["init_range"] = frame["init_range"].fillna(0.0)
     return frame

@@ -213,10 +213,13 @@ def test_image_system_logs_stage_names_as_fractions() -> None:
 
 
 def test_the_clip_and_image_systems_share_metric_names() -> None:
-    image, clip = _image_system(), _system("frame")
+    image = _image_system()  # 6 classes
+    clip = ClassificationSystem(build("conv_stack", num_classes=6), 6, optimizer=torch.optim.SGD)
+    five = _system("frame")  # 5 classes: top-5 would always be 1
     for stage in ("train", "val", "test"):
         assert set(getattr(image, f"{stage}_metrics")) == {f"{stage}/top1", f"{stage}/top5"}
         assert set(getattr(clip, f"{stage}_metrics")) == {f"{stage}/top1", f"{stage}/top5"}
+        assert set(getattr(five, f"{stage}_metrics")) == {f"{stage}/top1"}
     assert isinstance(image, ClassifierBase) and isinstance(clip, ClassifierBase)
 
 

@@ -1,7 +1,7 @@
 """What every classification system shares: the loss, the metrics and their names, the optimiser and scheduler.
 
 Metrics are named ``stage/name`` and accuracies are fractions in [0, 1]: ``train/loss``, ``train/top1``,
-``val/top1``, ``val/top5`` (when there are at least five classes), ``test/top1``, ``test/loss`` ..., and
+``val/top1``, ``val/top5`` (when there are more than five classes), ``test/top1``, ``test/loss`` ..., and
 ``stage/map`` for multi-label data (``multi_label=True``: binary cross-entropy, mean average precision over
 classes). The learning rate is logged as ``train/lr`` by a ``LearningRateMonitor``.
 
@@ -116,11 +116,12 @@ class ClassifierBase(pl.LightningModule):
 
 
 def classification_metrics(num_classes: int, multi_label: bool) -> dict[str, Any]:
-    """The metrics of every stage, as fractions: ``top1`` (and ``top5`` from five classes on), or ``map``."""
+    """The metrics of every stage, as fractions: ``top1`` (and ``top5`` with more than five classes: with five or
+    fewer it is always 1), or ``map``."""
     if multi_label:
         return {"map": MultilabelAveragePrecision(num_classes, average="macro")}
     metrics = {"top1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
-    if num_classes >= 5:
+    if num_classes > 5:
         metrics["top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
     return metrics
 
