@@ -14,6 +14,7 @@ from modules.nets import load_pretrained
 from modules.nets.video.x3d import X3D, X3D_SIZES, CoX3D
 from modules.profiling import FlopCounter, count_params
 from tests.continual.helpers import assert_steps_match
+from tests.nets.helpers import randomize
 
 SIZES = ["xs", "s", "m", "l"]
 SMALL_CROP = 64  # 2×2 positions before the head pool: cheap, and the spatial pool still pools
@@ -21,25 +22,6 @@ SMALL_CROP = 64  # 2×2 positions before the head pool: cheap, and the spatial p
 
 # tiny tensors: one intra-op thread (tests/conftest.py) avoids OpenMP contention on 2 shared cores
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def _randomize(net: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial BN statistics and affine terms (the init zeroes each block's last BN γ, which would make every
-    residual branch vanish), logits of order 1, random SE biases."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if isinstance(m, nn.BatchNorm3d):
-                m.weight.uniform_(0.5, 1.5, generator=g)
-                m.bias.uniform_(-0.5, 0.5, generator=g)
-                m.running_mean.uniform_(-0.5, 0.5, generator=g)
-                m.running_var.uniform_(0.5, 2.0, generator=g)
-            elif isinstance(m, nn.Linear):
-                m.weight.normal_(0.0, 0.05, generator=g)
-                m.bias.uniform_(-0.5, 0.5, generator=g)
-            elif isinstance(m, nn.Conv3d) and m.bias is not None:
-                m.bias.uniform_(-0.5, 0.5, generator=g)
-    return net
 
 
 # --- architecture -----------------------------------------------------------------------------------------------
@@ -95,7 +77,7 @@ def test_cox3d_receptive_field_padding_and_delay_match_the_paper(name, window, r
 
 
 def test_the_pool_window_can_be_extended_after_construction():
-    net = _randomize(nets.build("cox3d_xs", num_classes=5, crop=SMALL_CROP)).eval()
+    net = randomize(nets.build("cox3d_xs", num_classes=5, crop=SMALL_CROP)).eval()
     net.head.avg_pool.temporal_window = 6  # e.g. co.set_temporal_window(net, 6)
     assert (net.receptive_field, net.delay) == (62, 33)
     clip = torch.randn(1, 3, net.delay + 2, SMALL_CROP, SMALL_CROP)
@@ -108,7 +90,7 @@ def test_the_pool_window_can_be_extended_after_construction():
 
 # --- outputs ----------------------------------------------------------------------------------------------------
 def test_x3d_returns_logits_and_softmax_only_in_eval():
-    net = _randomize(nets.build("x3d_xs", num_classes=7, crop=SMALL_CROP, softmax=True)).eval()
+    net = randomize(nets.build("x3d_xs", num_classes=7, crop=SMALL_CROP, softmax=True)).eval()
     clip = torch.randn(2, 3, 4, SMALL_CROP, SMALL_CROP)
     with torch.no_grad():
         probs = net(clip)
@@ -124,7 +106,7 @@ def test_x3d_returns_logits_and_softmax_only_in_eval():
 
 
 def test_x3d_averages_the_pooled_positions_of_a_longer_clip_as_slowfast():
-    net = _randomize(nets.build("x3d_xs", num_classes=5, crop=SMALL_CROP)).eval()
+    net = randomize(nets.build("x3d_xs", num_classes=5, crop=SMALL_CROP)).eval()
     seen = []
     net.head.output.register_forward_hook(lambda m, inputs, out: seen.append(inputs[0]))
     with torch.no_grad():
@@ -151,7 +133,7 @@ def _saturate_se(net: nn.Module) -> None:
 def test_cox3d_equals_x3d_but_for_the_frame_scoped_se():
     """Spec A1 point 1: CoX3D's SE pools each frame, X3D's the clip. With the SE made the identity the two nets
     are the same function; with it active they differ."""
-    offline = _randomize(nets.build("x3d_xs", num_classes=6, crop=SMALL_CROP)).eval()
+    offline = randomize(nets.build("x3d_xs", num_classes=6, crop=SMALL_CROP)).eval()
     with torch.no_grad():  # sharper SE gates than the init's, so that their input shows in the output
         for name, m in offline.named_modules():
             if name.endswith(".se"):
@@ -175,7 +157,7 @@ def test_cox3d_steps_equal_its_own_clip_output(name: str, temporal_fill: str):
     """Stepping emits nothing for ``delay`` steps, then exactly the prefix of ``forward``; with ``pad_end`` it
     emits all of it (compared with CoX3D's own clip output: its SE is not X3D's)."""
     torch.manual_seed(0)
-    net = _randomize(nets.build(f"cox3d_{name}", num_classes=10, crop=SMALL_CROP, temporal_fill=temporal_fill))
+    net = randomize(nets.build(f"cox3d_{name}", num_classes=10, crop=SMALL_CROP, temporal_fill=temporal_fill))
     net.eval()
     clip = torch.randn(2, 3, net.delay + 3, SMALL_CROP, SMALL_CROP)
     with torch.no_grad():
@@ -191,7 +173,7 @@ def test_cox3d_steps_equal_its_own_clip_output(name: str, temporal_fill: str):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["m", "l"])
 def test_cox3d_m_and_l_steps_equal_their_own_clip_output(name: str):
-    net = _randomize(nets.build(f"cox3d_{name}", num_classes=10, crop=SMALL_CROP, temporal_fill="replicate")).eval()
+    net = randomize(nets.build(f"cox3d_{name}", num_classes=10, crop=SMALL_CROP, temporal_fill="replicate")).eval()
     clip = torch.randn(1, 3, net.delay + 2, SMALL_CROP, SMALL_CROP)
     with torch.no_grad():
         reference = net(clip)
@@ -199,7 +181,7 @@ def test_cox3d_m_and_l_steps_equal_their_own_clip_output(name: str):
 
 
 def test_cox3d_state_snapshots_restore_the_stream():
-    net = _randomize(nets.build("cox3d_xs", num_classes=4, crop=SMALL_CROP)).eval()
+    net = randomize(nets.build("cox3d_xs", num_classes=4, crop=SMALL_CROP)).eval()
     clip = torch.randn(1, 3, net.delay + 4, SMALL_CROP, SMALL_CROP)
     with torch.no_grad():
         net.clean_state()
@@ -318,7 +300,7 @@ def _clip() -> Tensor:
 
 
 def test_slowfast_checkpoint_loads_1_to_1_into_x3d_and_cox3d(tmp_path: Path):
-    reference = _randomize(nets.build("x3d_xs", crop=SMALL_CROP)).eval()
+    reference = randomize(nets.build("x3d_xs", crop=SMALL_CROP)).eval()
     state = {k: v.clone() for k, v in reference.state_dict().items()}
     # The official file: model_state in SlowFast's names, plus training bookkeeping that is not loaded.
     assert set(_slowfast_name(k) for k in _pytorchvideo_x3d_keys("xs")) < set(state)
@@ -339,7 +321,7 @@ def test_slowfast_checkpoint_loads_1_to_1_into_x3d_and_cox3d(tmp_path: Path):
 @pytest.mark.parametrize("name", ["xs", "l"])
 def test_pytorchvideo_checkpoint_loads_into_x3d_and_cox3d(tmp_path: Path, name: str):
     crop, frames = SMALL_CROP, 4  # a 4-frame head pool, so that a 4-frame clip gives an output for every size
-    reference = _randomize(nets.build(f"x3d_{name}", crop=crop, frames=frames)).eval()
+    reference = randomize(nets.build(f"x3d_{name}", crop=crop, frames=frames)).eval()
     _set_identity_bn(reference.s2.pathway0_res0.branch1_bn)  # pytorchvideo has no BN there (24 → 24 channels)
     ours = reference.state_dict()
     official = _pytorchvideo_x3d_keys(name)
