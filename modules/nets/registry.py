@@ -7,7 +7,7 @@ Each model also registers what it expects of its input (``InputSpec``, like timm
 length, sampling stride, crop and normalisation. ``input_spec(name)`` reads it; the profiler's default data
 config (``configs/data/model_input.yaml``) takes the input shape from it. A continual twin shares its offline
 net's facts; the clip length it needs for stepwise evaluation follows from the built net (``net.delay``,
-``modules.system.required_clip_length``), so it is not stored here.
+``modules.systems.required_clip_length``), so it is not stored here.
 """
 
 from __future__ import annotations
