@@ -49,7 +49,7 @@ install: $(VENV)/.installed ## create .venv and install the project with its dev
 test: install ## the fast suite: no network, GPU or dataset (~5 min on 2 cores)
 	$(PY) -m pytest -m "not slow and not gpu and not data" -q $(ARGS)
 
-test-all: install ## every CPU test, the slow ones included (~7 min)
+test-all: install ## every CPU test, the slow ones included (~12 min)
 	$(PY) -m pytest -m "not gpu and not data" -q $(ARGS)
 
 test-gpu: install ## the CUDA tests (needs a GPU)
