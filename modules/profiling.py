@@ -27,7 +27,7 @@ FLOPs are counted in one of three conventions (``CONVENTIONS``); all of them cou
     ptflops. A module is charged once per call, whether the call is ``module(x)`` (a forward hook, as ptflops),
     ``forward_step`` or ``forward_steps`` (our containers call those directly). CoX3D's frame-scoped SE pools with
     a functional mean; it is charged as the ``co.AdaptiveAvgPool3d`` the original model calls there
-    (``_functional_pools``).
+    (the net registers it with ``register_pool_like``).
 
 ``"co3d_published"``
     The convention of the Co3D paper's GFLOPs column (Hedegaard & Iosifidis, arXiv 2106.00050, results table;
@@ -64,7 +64,6 @@ module before it; see ``FlopCounter``.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import logging
 import math
@@ -221,14 +220,22 @@ def _tensor_numel(value: Any) -> int:
     return 0 if t is None else t.numel()
 
 
-@functools.cache
-def _functional_pools() -> tuple[type[nn.Module], ...]:
-    """Modules that pool with a tensor op where the original model calls a pooling module: charged
-    ``numel(input)`` as that module. CoX3D's SE takes a per-frame spatial mean where Co3D's ``CoSe`` calls
-    ``co.AdaptiveAvgPool3d((1, 1, 1), kernel_size=1)``."""
-    from modules.nets.video.x3d import CoSqueezeExcitation  # on first use: importing the profiler loads no net
+#: modules that pool with a tensor op where the original model called a pooling module (``register_pool_like``)
+_POOL_LIKE: list[type[nn.Module]] = []
 
-    return (CoSqueezeExcitation,)
+
+def register_pool_like(cls: type[nn.Module]) -> type[nn.Module]:
+    """Class decorator for a net's module that pools with a tensor op where the original model called a pooling
+    module: the ptflops conventions charge it ``numel(input)`` as that module. Nets register their own (e.g.
+    CoX3D's squeeze-excitation, whose per-frame spatial mean is Co3D's ``co.AdaptiveAvgPool3d`` call), so the
+    profiler knows no architecture."""
+    if cls not in _POOL_LIKE:
+        _POOL_LIKE.append(cls)
+    return cls
+
+
+def _functional_pools() -> tuple[type[nn.Module], ...]:
+    return tuple(_POOL_LIKE)
 
 
 def ptflops_term(module: nn.Module, inputs: tuple, output: Any) -> tuple[str, int]:

@@ -51,6 +51,7 @@ from torch import Tensor, nn
 
 from modules import continual as co
 from modules.continual.base import check_fill
+from modules.profiling import register_pool_like
 
 from ..registry import InputSpec, register_model
 from .blocks import ChannelLinear, CoLayers, Layers, bn3d, init_weights, res_stage
@@ -196,6 +197,7 @@ class _Output(nn.Module):
 
 
 # --- building blocks: continual -------------------------------------------------------------------------------
+@register_pool_like  # its per-frame spatial mean is a pooling module call in Co3D: ptflops conventions count it
 class CoSqueezeExcitation(co.CoModule, SqueezeExcitation):
     """CoX3D's frame-scoped SE: each frame is pooled over its own spatial dims only, so the block is temporally
     local (no state, no delay). Same weights and keys as ``SqueezeExcitation``, but a different function: X3D's SE
