@@ -715,8 +715,8 @@ def derive_streams(
 ) -> None:
     """Write ``<part>_data_<stream>.npy`` for each of ``streams`` (``bone``, ``joint_motion``, ``bone_motion``,
     ``joint_bone``) beside the ``<part>_data_joint.npy`` files in ``folder``, ``block`` samples at a time (the
-    arrays need not fit in memory). ``bone_motion`` and ``joint_bone`` need ``bone`` (derived first when asked
-    for too). Existing files are kept; each new one is renamed into place when complete."""
+    arrays need not fit in memory). ``bone_motion`` and ``joint_bone`` are made from the bones, which are then
+    derived (and kept) too. Existing files are kept; each new one is renamed into place when complete."""
     unknown = set(streams) - set(DERIVED_STREAMS)
     if unknown:
         raise ValueError(f"streams must be among {DERIVED_STREAMS}, got {sorted(unknown)}")
@@ -727,7 +727,9 @@ def derive_streams(
         "bone_motion": (("bone",), motion),
         "joint_bone": (("joint", "bone"), lambda j, b: np.concatenate((j, b), axis=1)),
     }
-    for stream in sorted(streams, key=DERIVED_STREAMS.index):
+    if {"bone_motion", "joint_bone"} & set(streams):
+        streams = [*streams, "bone"]
+    for stream in sorted(set(streams), key=DERIVED_STREAMS.index):
         for part in PARTS:
             target = folder / f"{part}_data_{stream}.npy"
             sources = [folder / f"{part}_data_{s}.npy" for s in recipes[stream][0]]
