@@ -30,6 +30,9 @@ class InputSpec:
     Image models have no time axis: ``clip_length`` and ``sampling_stride`` are ``None``. ``normalisation`` names
     an entry of ``datamodules.video.NORMALISATIONS`` (video models) or ``datamodules.images.NORMALISATIONS``
     (image models); ``None`` means the statistics of the dataset itself (no fixed convention).
+
+    Skeleton models take clips ``(N, channels, clip_length, joints, persons)`` and set ``joints`` and ``persons``;
+    their ``crop_size`` is the spatial size of a frame, i.e. ``joints`` (it must equal it).
     """
 
     crop_size: int
@@ -37,6 +40,8 @@ class InputSpec:
     sampling_stride: int | None = None
     normalisation: str | None = None
     channels: int = 3
+    joints: int | None = None
+    persons: int | None = None
 
     def __post_init__(self) -> None:
         if self.crop_size < 1 or self.channels < 1:
@@ -50,6 +55,24 @@ class InputSpec:
             raise ValueError(
                 f"clip_length and sampling_stride must be >= 1, got {self.clip_length} and {self.sampling_stride}"
             )
+        if (self.joints is None) != (self.persons is None):
+            raise ValueError(
+                "joints and persons are both set (a skeleton model) or both None; "
+                f"got joints={self.joints}, persons={self.persons}"
+            )
+        if self.joints is not None:
+            if self.clip_length is None or self.joints < 1 or self.persons < 1:
+                raise ValueError(
+                    "a skeleton model needs a clip_length and positive joints and persons; got "
+                    f"clip_length={self.clip_length}, joints={self.joints}, persons={self.persons}"
+                )
+            if self.crop_size != self.joints:
+                raise ValueError(f"a skeleton frame is its joints: set crop_size={self.joints} (= joints)")
+
+    @property
+    def is_skeleton(self) -> bool:
+        """Whether inputs are skeleton clips ``(N, C, T, V, M)`` rather than videos or images."""
+        return self.joints is not None
 
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
