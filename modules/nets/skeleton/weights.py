@@ -84,7 +84,9 @@ def _check_fits(net: nn.Module, state: Mapping[str, Tensor]) -> None:
     joints = net.layers.layer1.gcn.A.shape[-1]
     if a is not None and a.shape[-1] != joints:
         graph = {25: "ntu", 18: "kinetics"}.get(a.shape[-1], f"a graph of {a.shape[-1]} joints")
-        raise ValueError(f"the checkpoint's graph has {a.shape[-1]} joints, the net's {joints}; build with graph={graph!r}")
+        raise ValueError(
+            f"the checkpoint's graph has {a.shape[-1]} joints, the net's {joints}; build with graph={graph!r}"
+        )
     bn = state.get("data_bn.weight")
     if bn is not None and conv is not None and bn.shape[0] != net.data_bn.num_features:
         persons = bn.shape[0] // (conv.shape[1] * joints)
