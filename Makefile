@@ -82,7 +82,7 @@ eval-cox3d: install ## evaluate CoX3D under the frame protocol: ARGS="ckpt_path=
 	$(PY) -m experiments.eval experiment=$(COX3D_$(DATA)) $(ARGS)
 
 profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinetics table row on CPU, batch 1 (~3 min) -> outputs/results/<RESULTS, default mine>/kinetics400_profile.csv, never over an earlier one (RESULTS=reference: paper/results/)
-	$(PY) -m experiments.profile_table --output $(RESULTS_DIR)/kinetics400_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
+	$(PY) -m experiments.profile_table --table kinetics400 --output $(RESULTS_DIR)/kinetics400_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
 
 bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~3 min CPU, ~5 the first time) -> outputs/bench/.../bench.json
 	$(PY) -m experiments.bench $(ARGS)

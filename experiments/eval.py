@@ -21,7 +21,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path``; returns the test metrics as floats."""
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
-    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    model: pl.LightningModule = utils.instantiate_system(cfg.model)
     # after the model: the evaluation clip length follows from its net and the protocol
     datamodule: pl.LightningDataModule = inputs.instantiate_datamodule(cfg, model)
     loggers = utils.instantiate_loggers(cfg.get("logger"))

@@ -22,7 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 if TYPE_CHECKING:  # importing the package registers the resolver; torch and the nets load on first use
     from modules.systems import ClipLengthNeed
 
-__all__ = ["check_video_length", "eval_clips", "instantiate_datamodule", "model_input", "register_resolvers"]
+__all__ = [
+    "check_video_length",
+    "clip_input_shape",
+    "eval_clips",
+    "instantiate_datamodule",
+    "model_input",
+    "register_resolvers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +47,19 @@ def model_input(name: str, field: str) -> Any:
     if field not in known:
         raise KeyError(f"model_input: {field!r} is not an input fact; use one of {[*known, 'num_classes']}")
     return getattr(input_spec(name), field)
+
+
+def clip_input_shape(name: str) -> tuple[int, ...]:
+    """``(C, T, H, W)`` (a skeleton model: ``(C, T, V, M)``) of one clip of ``name``'s registered input, without
+    the batch dimension."""
+    from modules.nets import input_spec
+
+    spec = input_spec(name)
+    if spec.clip_length is None:
+        raise ValueError(f"{name!r} is an image model: it takes no clips; give the pair an explicit input_shape")
+    if spec.is_skeleton:
+        return (spec.channels, spec.clip_length, spec.joints, spec.persons)
+    return (spec.channels, spec.clip_length, spec.crop_size, spec.crop_size)
 
 
 def register_resolvers() -> None:

@@ -25,7 +25,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         pl.seed_everything(cfg.seed, workers=True)
 
     log.info(f"Instantiating model <{cfg.model._target_}>")
-    model: pl.LightningModule = hydra.utils.instantiate(cfg.model)
+    model: pl.LightningModule = utils.instantiate_system(cfg.model)
     # after the model: the evaluation clip length follows from its net and the protocol
     log.info(f"Instantiating datamodule <{cfg.data._target_}>")
     datamodule: pl.LightningDataModule = inputs.instantiate_datamodule(cfg, model)

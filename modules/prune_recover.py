@@ -27,7 +27,6 @@ import functools
 import hashlib
 import logging
 import os
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,18 +38,18 @@ from pytorch_lightning.loggers import Logger, WandbLogger
 from torch import nn
 from torch.optim import Optimizer
 
-from modules.adapters import fuse
+from modules.adapters import merge_adapters
+from modules.profiling import count_params, time_calls
 from modules.pruning import (
     ChannelGraph,
     ChannelMasks,
     ChannelScorer,
     PruneSchedule,
     apply_masks,
-    count_parameters,
     export_pruned,
     select,
 )
-from modules.pruning.counting import count_flops, delta_params
+from modules.pruning.counting import delta_params, masked_flops
 from modules.systems.image import ImageClassificationSystem
 
 __all__ = ["ACC_UNIT", "PruneRecover", "TrainerFactory", "load_source_pretrained"]
@@ -234,10 +233,10 @@ class PruneRecover:
         return {
             "delta_params_legacy": delta_params(net, masks, convention="legacy", graph=graph),
             "delta_params_exact": delta_params(net, masks, convention="exact", graph=graph, input_size=exact_probe),
-            "flops_legacy": count_flops(net, masks, input_size=legacy_probe, convention="legacy"),
-            "flops_exact": count_flops(net, masks, input_size=exact_probe, convention="exact", graph=graph),
-            "fused_params": count_parameters(fuse(net)),
-            "exported_params": count_parameters(export_pruned(net, graph, masks)),
+            "flops_legacy": masked_flops(net, masks, input_size=legacy_probe, convention="legacy"),
+            "flops_exact": masked_flops(net, masks, input_size=exact_probe, convention="exact", graph=graph),
+            "fused_params": count_params(merge_adapters(net)),
+            "exported_params": count_params(export_pruned(net, graph, masks)),
         }
 
     def _add_row(self, step: int, pre: float | None, test: Mapping[str, float]) -> dict[str, Any]:
@@ -294,8 +293,8 @@ class PruneRecover:
             "final/density": self.rows[-1]["density"],
             "final/top1_masked": self.rows[-1]["acc"],
             "final/top1_exported": self.test(net=exported)[TOP1],
-            "final/params_masked": count_parameters(self.net),
-            "final/params_exported": count_parameters(exported),
+            "final/params_masked": count_params(self.net),
+            "final/params_exported": count_params(exported),
             "final/ms_per_batch_masked": _ms_per_batch(self.net, x),
             "final/ms_per_batch_exported": _ms_per_batch(exported, x),
             "final/batch_size": len(x),
@@ -310,17 +309,10 @@ class PruneRecover:
 
 @torch.no_grad()
 def _ms_per_batch(net: nn.Module, x: torch.Tensor, repeats: int = 10) -> float:
+    """Mean milliseconds per forward of the batch ``x`` after two untimed calls."""
     net.eval()
-    for _ in range(2):
-        net(x)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        net(x)
-    if x.is_cuda:
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / repeats * 1e3
+    seconds = time_calls(lambda: net(x), x.device, warmup=2, repeats=repeats, min_time_s=0.0)
+    return sum(seconds) / len(seconds) * 1e3
 
 
 # --- pretraining on a source task -----------------------------------------------------------------------------------

@@ -11,8 +11,8 @@ CSV if it has one and the committed reference profile otherwise; ``--set referen
 RESULTS=reference``) replaces the committed ``paper/results/kinetics400.csv`` and
 ``paper/figures/kinetics400_acc_vs_flops.png``.
 
-Measured GFLOPs come in three conventions (``modules/profiling.py``), each with its error relative to the paper's
-column (``measured / paper - 1``):
+Measured GFLOPs come in three conventions (``modules/profiling/conventions.py``), each with its error relative to
+the paper's column (``measured / paper - 1``):
 
 * ``gflops_measured``: conv/matmul multiply-accumulates executed per prediction (ours; the figure plots these);
 * ``gflops_ptflops_measured``: plus ptflops' BatchNorm/ReLU/pooling/bias terms, each module call once;

@@ -7,7 +7,7 @@ from experiments.bench import main
 
 
 def test_bench_reports_rates_and_ratios(compose_cfg, tmp_path, capsys):
-    pair = "[{clip: conv_stack, continual: co_conv_stack, frames: 8, crop: 16}]"
+    pair = "[{clip: conv_stack, continual: co_conv_stack, input_shape: [3, 8, 16, 16]}]"
     # the eager backend checks the compiled path's plumbing without inductor's C++ compilation
     overrides = [f"pairs={pair}", "devices=[cpu]", "rounds=2", "round_seconds=0.05", "warmup=1"]
     overrides.append("compile_backend=eager")

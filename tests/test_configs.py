@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 from pathlib import Path
 
 import hydra
@@ -13,8 +14,10 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from experiments.inputs import eval_clips, instantiate_datamodule
+from experiments import utils
+from experiments.inputs import clip_input_shape, eval_clips, instantiate_datamodule
 from experiments.utils import instantiate_callbacks, instantiate_loggers
+from modules.nets import build, list_models
 from modules.systems import ClassificationSystem
 from tests.conftest import CONFIGS
 from tests.datamodules.helpers import write_charades, write_kinetics
@@ -38,11 +41,16 @@ NEEDS = {
         "data.progress=false",
     ],
     # X3D downsamples 32x: its head needs crops of at least 32 pixels
-    **{
-        ("model", f"{m}_{s}"): ["data.height=32", "data.width=32"]
-        for m in ("x3d", "cox3d")
-        for s in ("xs", "s", "m", "l", "tiny")
-    },
+    ("model", "x3d"): ["data.height=32", "data.width=32"],
+    ("model", "cox3d"): ["data.height=32", "data.width=32"],
+}
+
+#: the sizes (variants) of each family's model config: each names a registered net
+FAMILY_SIZES = {
+    "x3d": ("size", ["xs", "s", "m", "l", "tiny"]),
+    "cox3d": ("size", ["xs", "s", "m", "l", "tiny"]),
+    "resnet3d": ("variant", ["slow_8x8_r50", "i3d_8x8_r50", "r2plus1d_18"]),
+    "coresnet3d": ("variant", ["slow_8x8_r50", "i3d_8x8_r50"]),
 }
 
 
@@ -79,7 +87,7 @@ EXPERIMENTS = [e for e in _options("experiment") if not e.startswith("spa_")]
 
 
 def _instantiate_all(cfg: DictConfig) -> None:
-    model = hydra.utils.instantiate(cfg.model)
+    model = utils.instantiate_system(cfg.model)
     assert isinstance(model, ClassificationSystem)
     datamodule = instantiate_datamodule(cfg, model)  # as the entry points do: the clip length follows the model
     assert isinstance(datamodule, pl.LightningDataModule)
@@ -111,6 +119,24 @@ def _cpu_only(group: str, option: str) -> list[str]:
 def test_group_option_composes_and_instantiates(compose_cfg, group, option):
     cfg = compose_cfg("train.yaml", [f"{group}={option}", *NEEDS.get((group, option), []), *_cpu_only(group, option)])
     _instantiate_all(cfg)
+
+
+@pytest.mark.parametrize(
+    ("family", "key", "size"), [(f, k, s) for f, (k, sizes) in FAMILY_SIZES.items() for s in sizes]
+)
+def test_each_size_of_a_family_config_names_a_registered_net(compose_cfg, family, key, size):
+    cfg = compose_cfg("train.yaml", [f"model={family}", f"model.{key}={size}"])
+    assert cfg.model.net.name in list_models() and size in cfg.model.net.name
+    assert key not in inspect.signature(ClassificationSystem).parameters  # the entry points drop it
+
+
+def test_family_keys_are_dropped_before_the_system_is_built(compose_cfg):
+    cfg = compose_cfg("train.yaml", ["model=cox3d", "model.size=tiny", "data.height=32", "data.width=32"])
+    model = utils.instantiate_system(cfg.model)
+    reference = build("cox3d_tiny", num_classes=cfg.data.num_classes, crop=32)
+    assert model.net.state_dict().keys() == reference.state_dict().keys()
+    with pytest.raises(Exception, match="size"):
+        hydra.utils.instantiate(cfg.model)  # the key is not the system's
 
 
 def test_every_group_has_options():
@@ -145,7 +171,7 @@ def test_experiment_composes_for_every_entry_point(compose_cfg, experiment):
     _instantiate_all(cfg)
     assert cfg.run_name == experiment
     cfg = compose_cfg("eval.yaml", [*overrides, "ckpt_path=some.ckpt"])
-    model = hydra.utils.instantiate(cfg.model)
+    model = utils.instantiate_system(cfg.model)
     assert isinstance(model, ClassificationSystem)
     if experiment in PAPER_FRAME_CLIPS:  # the paper's frame protocol: warm up on net.delay frames, predict the next
         assert eval_clips(cfg, model).frames == PAPER_FRAME_CLIPS[experiment]
@@ -159,7 +185,7 @@ def test_experiment_composes_for_every_entry_point(compose_cfg, experiment):
 
 def test_continual_experiment_evaluates_frames_with_enough_frames(compose_cfg):
     cfg = compose_cfg("train.yaml", ["experiment=co_conv_stack_synthetic"])
-    model = hydra.utils.instantiate(cfg.model)
+    model = utils.instantiate_system(cfg.model)
     assert cfg.eval.protocol == "frame" and cfg.eval.clip_length is None  # derived
     datamodule = instantiate_datamodule(cfg, model)
     assert datamodule.eval_clip_length == model.net.delay + 1 == 10
@@ -189,16 +215,16 @@ def test_data_dir_follows_the_environment(compose_cfg, monkeypatch, tmp_path):
 def test_frame_protocol_rejects_an_offline_net(compose_cfg):
     cfg = compose_cfg("train.yaml", ["eval=frame", "eval.clip_length=10"])
     with pytest.raises(Exception, match="continual"):
-        hydra.utils.instantiate(cfg.model)
+        utils.instantiate_system(cfg.model)
 
 
 # --- input facts and evaluation clip lengths --------------------------------------------------------------------
 def test_profile_takes_the_input_of_the_model_it_is_given(compose_cfg):
-    cfg = compose_cfg("profile.yaml", ["model=cox3d_s", "mode=frame"])
+    cfg = compose_cfg("profile.yaml", ["model=cox3d", "mode=frame"])
     assert [int(s) for s in cfg.input_shape] == [3, 13, 160, 160] and cfg.mode == "frame"
     net = hydra.utils.instantiate(cfg.model.net)
     assert net.head.avg_pool.temporal_window == 13 and net.crop == 160 and cfg.data.num_classes == 400
-    cfg = compose_cfg("profile.yaml", ["model=x3d_m"])
+    cfg = compose_cfg("profile.yaml", ["model=x3d", "model.size=m"])
     assert [int(s) for s in cfg.input_shape] == [3, 16, 224, 224]
 
 
@@ -227,7 +253,7 @@ def test_an_explicit_eval_clip_length_too_short_for_the_protocol_is_an_error(com
             f"eval.clip_length={'null' if length is None else length}",
         ]
         cfg = compose_cfg("train.yaml", overrides)
-        return eval_clips(cfg, hydra.utils.instantiate(cfg.model)).frames
+        return eval_clips(cfg, utils.instantiate_system(cfg.model)).frames
 
     # co_conv_stack: net.delay = window - 1 + 2 (two k3 convs), one frame more for the output
     assert clips("[4,8]", None) == 10 and clips("[4,16]", None) == 18
@@ -241,13 +267,13 @@ def test_a_clip_longer_than_the_videos_is_announced_up_front(compose_cfg, caplog
     base = ["experiment=cox3d_tiny_moving_digits", *moving_digits, "data.num_frames=32", "data.sampling_stride=1"]
     cfg = compose_cfg("train.yaml", [*base, "eval=extended", "eval.windows=[8,32]"])
     with caplog.at_level("WARNING", logger="experiments.inputs"):
-        datamodule = instantiate_datamodule(cfg, hydra.utils.instantiate(cfg.model))
+        datamodule = instantiate_datamodule(cfg, utils.instantiate_system(cfg.model))
     assert datamodule.max_clip_frames() == 32 and datamodule.eval_clip_length == 41
     assert "41-frame clips" in caplog.text and "32 distinct frames" in caplog.text
     # stride 2: 16 distinct frames, fewer than the transient sweep's first output (17): its curve would mean nothing
     cfg = compose_cfg("train.yaml", [*base[:-1], "data.sampling_stride=2", "eval=transient"])
     with pytest.raises(ValueError, match=r"transient protocol.*frame 17.*16 distinct frames"):
-        instantiate_datamodule(cfg, hydra.utils.instantiate(cfg.model))
+        instantiate_datamodule(cfg, utils.instantiate_system(cfg.model))
 
 
 @pytest.mark.parametrize(
@@ -271,4 +297,5 @@ def test_the_tiny_experiment_sweeps_end_to_end_at_derived_lengths(compose_cfg, t
 
 def test_bench_pairs_default_to_the_registered_inputs(compose_cfg):
     cfg = compose_cfg("bench.yaml")
-    assert [(p.clip, int(p.frames), int(p.crop)) for p in cfg.pairs] == [("x3d_s", 13, 160), ("x3d_m", 16, 224)]
+    assert [(p.clip, p.get("input_shape")) for p in cfg.pairs] == [("x3d_s", None), ("x3d_m", None)]
+    assert [clip_input_shape(p.clip) for p in cfg.pairs] == [(3, 13, 160, 160), (3, 16, 224, 224)]

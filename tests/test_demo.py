@@ -35,7 +35,7 @@ def test_each_stage_composes_with_the_common_and_its_own_overrides(compose_cfg, 
     monkeypatch.setattr(demo_module, "evaluate", stage("eval", {"test/top1": 0.4}))
     monkeypatch.setattr(demo_module, "profile", stage("profile", {**profiled, "throughput_iqr": 0.1, "device": "cpu"}))
     monkeypatch.setattr(demo_module, "_best_checkpoint", lambda run: Path(run) / "checkpoints" / "epoch_000.ckpt")
-    monkeypatch.setattr(demo_module, "_figure", lambda table, path: None)
+    monkeypatch.setattr(demo_module, "accuracy_vs_macs", lambda table, path, **kwargs: None)
     Path(cfg.paths.output_dir).mkdir(parents=True)  # the real training stage makes it
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):

@@ -115,7 +115,7 @@ def test_readme_command_runs_as_printed(where, command):
         assert dry.returncode == 0, dry.stderr
         invocations = _python_invocations(dry.stdout)
     elif words[0] == ".venv/bin/python" and words[1:2] == ["-m"]:
-        assert (REPO / "experiments" / f"{words[2].removeprefix('experiments.')}.py").is_file(), command
+        assert (REPO / f"{words[2].replace('.', '/')}.py").is_file(), f"{where}: no module {words[2]}"
         invocations = _python_invocations(command)
     elif words[0] == ".venv/bin/python" and words[1].endswith(".py"):
         assert (REPO / words[1]).is_file(), f"{where}: {words[1]} does not exist"

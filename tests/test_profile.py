@@ -16,11 +16,10 @@ from torch.utils.flop_counter import FlopCounterMode
 from experiments.profile import main as profile_main
 from experiments.profile import profile
 from modules import continual as co
-from modules import nets, profiling
+from modules import nets
 from modules.profiling import (
     CONVENTIONS,
     FlopCounter,
-    _competing_cores,
     count_flops,
     count_macs,
     count_params,
@@ -28,6 +27,7 @@ from modules.profiling import (
     profile_model,
     ptflops_term,
     throughput_stats,
+    timing,
 )
 from tests.conftest import run_module
 
@@ -260,8 +260,8 @@ def test_profile_entry_point_writes_json(compose_cfg, tmp_path):
 
 
 def test_profile_run_ends_with_where_it_wrote_and_the_median_throughput(compose_cfg, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(profiling, "_time_calls", lambda *args: [0.002, 0.004, 0.005, 0.008, 0.010])
-    monkeypatch.setattr(profiling, "_competing_cores", lambda fn: (fn(), 0.0))
+    monkeypatch.setattr(timing, "time_calls", lambda *args: [0.002, 0.004, 0.005, 0.008, 0.010])
+    monkeypatch.setattr(timing, "competing_cores", lambda fn: (fn(), 0.0))
     overrides = ["model=co_conv_stack", "mode=clip", "logger=csv", "warmup=0", "repeats=1"]
     profile_main(compose_cfg("profile.yaml", overrides))
     printed = capsys.readouterr().out
@@ -362,24 +362,26 @@ class _FakeClock:
 def test_time_calls_times_until_count_and_time_are_both_reached(repeats, min_time_s, max_calls, timed):
     clock = _FakeClock(step=0.125)
     cpu = torch.device("cpu")
-    seconds = profiling._time_calls(clock.work, cpu, 2, repeats, min_time_s, max_calls, clock=clock)
+    seconds = timing.time_calls(clock.work, cpu, 2, repeats, min_time_s, max_calls, clock=clock)
     assert seconds == [0.125] * timed
     assert clock.calls == 2 + timed  # the warm-up calls are not timed
 
 
 def test_time_calls_rejects_a_cap_below_the_count():
     with pytest.raises(ValueError, match="repeats <= max_calls"):
-        profiling._time_calls(lambda: None, torch.device("cpu"), 0, repeats=5, max_calls=4)
+        timing.time_calls(lambda: None, torch.device("cpu"), 0, repeats=5, max_calls=4)
 
 
 def test_competing_cores_are_the_machines_cpu_time_less_this_process():
     machine, own, clock = iter([100.0, 103.5]), iter([7.0, 9.0]), iter([50.0, 51.0])
-    out, competing = _competing_cores(lambda: "ran", lambda: next(machine), lambda: next(own), lambda: next(clock))
+    out, competing = timing.competing_cores(
+        lambda: "ran", lambda: next(machine), lambda: next(own), lambda: next(clock)
+    )
     # 3.5 CPU seconds in one second of wall time, 2 of them this process's threads: others kept 1.5 cores busy
     assert out == "ran" and competing == pytest.approx(1.5)
-    assert _competing_cores(lambda: None, lambda: None)[1] is None  # an OS without /proc/stat: unknown
-    before = profiling._machine_cpu_seconds()
-    assert before is None or profiling._machine_cpu_seconds() >= before > 0
+    assert timing.competing_cores(lambda: None, lambda: None)[1] is None  # an OS without /proc/stat: unknown
+    before = timing.machine_cpu_seconds()
+    assert before is None or timing.machine_cpu_seconds() >= before > 0
 
 
 def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog):
@@ -390,12 +392,12 @@ def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog
         return [0.01, 0.02, 0.04, 0.05, 0.1]
 
     def run(competing: float | None, **kwargs) -> dict:
-        monkeypatch.setattr(profiling, "_competing_cores", lambda fn: (fn(), competing))
+        monkeypatch.setattr(timing, "competing_cores", lambda fn: (fn(), competing))
         caplog.clear()
         with caplog.at_level("WARNING", logger="modules.profiling"):
             return profile_model(_co_stack(), "frame", (3, 4, 6, 6), batch_size=2, **kwargs)
 
-    monkeypatch.setattr(profiling, "_time_calls", fake_time_calls)
+    monkeypatch.setattr(timing, "time_calls", fake_time_calls)
     result = run(0.1, warmup=3, repeats=4, min_time_s=0.5)
     assert timed == {"warmup": 3, "repeats": 4, "min_time_s": 0.5}
     assert result.items() >= throughput_stats([0.01, 0.02, 0.04, 0.05, 0.1], 2).items()
@@ -403,7 +405,7 @@ def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog
     (reason,) = result["busy_reasons"]
     assert "IQR of 120% of their median" in reason and "machine was probably busy" in caplog.text
 
-    monkeypatch.setattr(profiling, "_time_calls", lambda *args: [0.01] * 5)
+    monkeypatch.setattr(timing, "time_calls", lambda *args: [0.01] * 5)
     quiet = run(0.1, warmup=0, repeats=1)
     assert quiet["throughput_median"] == pytest.approx(200) and not quiet["throughput_busy"]
     assert quiet["busy_reasons"] == [] and "busy" not in caplog.text
@@ -412,5 +414,5 @@ def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog
     contended = run(1.0, warmup=0, repeats=1)
     assert contended["throughput_busy"] and "other processes kept 1.00 cores busy" in contended["busy_reasons"][0]
     assert "other processes kept 1.00 cores busy" in caplog.text
-    assert not run(profiling.BUSY_SLACK_CORES, warmup=0, repeats=1)["throughput_busy"]  # background daemons
+    assert not run(timing.BUSY_SLACK_CORES, warmup=0, repeats=1)["throughput_busy"]  # background daemons
     assert not run(None, warmup=0, repeats=1)["throughput_busy"]  # unknown: the spread decides

@@ -6,19 +6,33 @@ import re
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from experiments import profile_table
 from modules.nets import list_models
+from modules.profiling import CONVENTIONS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_every_row_names_a_registered_model_and_a_published_value():
-    published = profile_table._published_gflops()
-    for row, (registry_name, mode, *_rest) in profile_table.ROWS.items():
-        assert registry_name in list_models()
-        assert mode in ("clip", "frame")
+@pytest.mark.parametrize("path", sorted(profile_table.TABLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_row_names_a_registered_model_and_a_published_value(path):
+    table = OmegaConf.load(path)
+    published = profile_table._published_gflops(profile_table.ROOT / table.published)
+    for row, spec in table.rows.items():
+        assert spec.net in list_models()
+        assert spec.mode in ("clip", "frame")
+        assert set(spec) <= {"net", "mode", "overrides", "frames"}, f"{row}: unknown keys"
         assert row in published, f"{row} is not a row of the published table"
+    assert set(table.conventions) <= set(CONVENTIONS)
+
+
+def test_an_unknown_table_or_row_names_the_known_ones(monkeypatch, capsys):
+    for argv, known in ((["--table", "nope"], "known: ["), (["--only", "X3D-Z"], "unknown rows ['X3D-Z']")):
+        monkeypatch.setattr(sys, "argv", ["profile_table", *argv])
+        with pytest.raises(SystemExit):
+            profile_table.main()
+        assert known in capsys.readouterr().err
 
 
 def test_one_row_is_profiled_into_the_csv(tmp_path, monkeypatch, capsys):

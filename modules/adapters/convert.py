@@ -3,7 +3,7 @@
 ``splora``/``sppara`` replace every layer whose type is exactly one of ``types`` (so an adapted layer or a torch
 subclass such as MultiheadAttention's out_proj is never wrapped), deep-copying the network unless ``inplace``.
 Layers that cannot be adapted (even or non-square kernels, e.g. ViT's 16×16 patch conv) stay as they are, named
-in one warning. ``fuse`` turns every adapter back into the plain torch layer with the adapted weight.
+in one warning. ``merge_adapters`` turns every adapter back into the plain torch layer with the adapted weight.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ __all__ = [
     "adapter_layers",
     "fuse",
     "is_adapter",
+    "merge_adapters",
     "splora",
     "sppara",
     "trainable_parameter_count",
@@ -110,12 +111,23 @@ def sppara(
     return _replace(net, table, convert, inplace, what="sppara")
 
 
-def fuse(net: nn.Module, inplace: bool = False) -> nn.Module:
+def merge_adapters(net: nn.Module, inplace: bool = False) -> nn.Module:
     """``net`` with every adapter replaced by ``to_module()``: plain torch layers holding W + ΔW (spec 1.8).
 
     Outputs equal those of the adapted network in eval mode.
     """
-    return _replace(net, (), lambda m: m.to_module(), inplace, what="fuse", match=is_adapter)
+    return _replace(net, (), lambda m: m.to_module(), inplace, what="merge_adapters", match=is_adapter)
+
+
+def fuse(net: nn.Module, inplace: bool = False) -> nn.Module:
+    """Deprecated alias of ``merge_adapters`` (not to be confused with BatchNorm folding,
+    ``modules.continual.fold_batchnorm``)."""
+    warnings.warn(
+        "modules.adapters.fuse is renamed merge_adapters; the alias goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return merge_adapters(net, inplace)
 
 
 def _table(

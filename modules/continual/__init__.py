@@ -19,8 +19,7 @@ from .container import (
 from .conv import Conv1d, Conv2d, Conv3d
 from .convert import UnsupportedModuleError, continual, register
 from .delay import Delay, Skip
-from .fuse import fold_batchnorm
-from .graph import CompiledStep, CudaGraphStep
+from .fold import fold_batchnorm
 from .linear import Linear
 from .local import StepLocal, local
 from .pooling import (
@@ -36,6 +35,7 @@ from .pooling import (
     MaxPool3d,
 )
 from .positional import RecyclingPositionalEncoding
+from .replay import CompiledStep, CudaGraphStep
 from .transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [

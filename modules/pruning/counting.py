@@ -16,6 +16,7 @@ Masks are ``dict[str, Tensor]`` of bool over each conv's output channels (True =
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Literal
@@ -23,7 +24,10 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
-__all__ = ["count_flops", "delta_params", "infer_method"]
+from ..adapters import is_adapter
+from .graph import input_mask
+
+__all__ = ["count_flops", "delta_params", "infer_method", "masked_flops"]
 
 Method = Literal["finetune", "splora", "sppara"]
 Convention = Literal["legacy", "exact"]
@@ -38,10 +42,6 @@ _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, 
 
 
 # --- adapters (duck-typed: ``modules.adapters`` layers subclass the torch layers they adapt) ------------------------
-def _is_adapter(m: nn.Module) -> bool:
-    return callable(getattr(m, "learned_parameter_count", None))
-
-
 def _adapter_method(m: nn.Module) -> Method:
     """SPLoRA layers carry an int ``rank``; SPPaRA's full matrix has none."""
     return "splora" if getattr(m, "rank", None) is not None else "sppara"
@@ -49,7 +49,7 @@ def _adapter_method(m: nn.Module) -> Method:
 
 def infer_method(net: nn.Module) -> Method:
     """The learning method of ``net``: that of its adapter layers, or ``finetune`` when it has none."""
-    kinds = {_adapter_method(m) for m in net.modules() if _is_adapter(m)}
+    kinds = {_adapter_method(m) for m in net.modules() if is_adapter(m)}
     if len(kinds) > 1:
         raise ValueError(f"net mixes adapter kinds {sorted(kinds)}; pass method= explicitly")
     return kinds.pop() if kinds else "finetune"
@@ -57,7 +57,7 @@ def infer_method(net: nn.Module) -> Method:
 
 def _resolve(net: nn.Module, method: str | None, rank: int | None) -> tuple[Method, int | None, bool]:
     """(method, rank for plain convs, whether the net has adapter layers)."""
-    adapters = [m for m in net.modules() if _is_adapter(m)]
+    adapters = [m for m in net.modules() if is_adapter(m)]
     if method is None:
         method = infer_method(net)
     if method not in _METHODS:
@@ -80,7 +80,7 @@ def _walk(net: nn.Module) -> Iterator[tuple[str, nn.Module]]:
         if name.startswith(tuple(skip)):
             continue
         yield name, m
-        if isinstance(m, (*_CONVS, nn.Linear)) or _is_adapter(m):
+        if isinstance(m, (*_CONVS, nn.Linear)) or is_adapter(m):
             skip.append(f"{name}.")
 
 
@@ -125,19 +125,11 @@ def _norm_sources(graph: Any) -> dict[str, list[str]]:
 def _input_mask(
     graph: Any, masks: dict[str, Tensor], net_convs: dict[str, nn.Module], name: str, size: int
 ) -> Tensor | None:
-    """Kept input channels of layer ``name`` (length ``size``), or ``None`` when no conv feeds it.
-
-    ``graph.input_mask``'s rule, the OR over ``graph.producers[name]`` (a residual sum keeps a channel if any
-    summand keeps it), where a producer without a mask keeps all its channels, and a mask shorter than ``size`` by
-    an integer factor is a flattened (C, H, W) feature map: each channel covers H·W inputs.
-    """
+    """Kept input channels of layer ``name`` (length ``size``) by ``graph.input_mask``'s rule, a producer without a
+    mask keeping all its channels; ``None`` when no conv feeds it."""
     producers = graph.producers.get(name, [])
-    kept = _or_masks(masks, net_convs, producers)
-    if kept is None or kept.numel() == size:
-        return kept
-    if size % kept.numel() == 0:
-        return kept.repeat_interleave(size // kept.numel())
-    raise ValueError(f"{name} has {size} inputs but its producers {producers} give {kept.numel()} channels")
+    full = {p: _out_mask(masks, p, net_convs[p].out_channels) for p in producers}
+    return input_mask(graph, full, name, size)
 
 
 def _grouped_kept(out_mask: Tensor, in_mask: Tensor | None, groups: int, in_channels: int) -> int:
@@ -216,7 +208,7 @@ def _legacy_params(net: nn.Module, masks: dict[str, Tensor], method: Method, ran
         if isinstance(m, _NORMS):
             total += _numel(m.weight) + _numel(m.bias)
         elif isinstance(m, nn.Linear):
-            total += m.learned_parameter_count() if _is_adapter(m) else _numel(m.weight) + _numel(m.bias)
+            total += m.learned_parameter_count() if is_adapter(m) else _numel(m.weight) + _numel(m.bias)
         elif isinstance(m, _CONVS):
             out_mask = _out_mask(masks, name, m.out_channels)
             n_out = int(out_mask.sum())
@@ -225,14 +217,14 @@ def _legacy_params(net: nn.Module, masks: dict[str, Tensor], method: Method, ran
             if full and bool(out_mask.all()):
                 total += sum(p.numel() for p in m.parameters())
                 continue
-            kind = _adapter_method(m) if _is_adapter(m) else method
+            kind = _adapter_method(m) if is_adapter(m) else method
             if kind == "splora":
                 total += _need_rank(getattr(m, "rank", None) or rank, name) * (n_out + n_in)
             elif kind == "sppara":
                 total += n_out * n_in
             else:
                 total += n_out * n_in * _kernel(m)
-        elif _is_adapter(m):  # e.g. an adapted MultiheadAttention
+        elif is_adapter(m):  # e.g. an adapted MultiheadAttention
             total += m.learned_parameter_count()
     return total
 
@@ -247,7 +239,7 @@ def _exact_params(
         if isinstance(m, _CONVS):
             out_mask = _out_mask(masks, name, m.out_channels)
             in_mask = _input_mask(graph, masks, convs, name, m.in_channels)
-            if _is_adapter(m):
+            if is_adapter(m):
                 total += m.learned_parameter_count(in_mask=in_mask, out_mask=out_mask)
             elif method != "finetune" and not has_adapters:  # an unconverted net counted as its adapted self
                 total += _analytic_adapter(m, name, method, rank, out_mask, in_mask)
@@ -257,13 +249,13 @@ def _exact_params(
                 total += int(out_mask.sum()) if m.bias is not None and m.bias.requires_grad else 0
         elif isinstance(m, nn.Linear):
             in_mask = _input_mask(graph, masks, convs, name, m.in_features)
-            if _is_adapter(m):
+            if is_adapter(m):
                 total += m.learned_parameter_count(in_mask=in_mask)
                 continue
             n_in = m.in_features if in_mask is None else int(in_mask.sum())
             total += n_in * m.out_features if m.weight.requires_grad else 0
             total += _numel(m.bias, trainable_only=True)
-        elif _is_adapter(m):  # e.g. an adapted MultiheadAttention: not channel-pruned here
+        elif is_adapter(m):  # e.g. an adapted MultiheadAttention: not channel-pruned here
             total += m.learned_parameter_count()
         elif isinstance(m, _NORMS):
             kept_mask = _or_masks(masks, convs, bn_sources.get(name, []))
@@ -345,7 +337,7 @@ def _run_hooks(net: nn.Module, input_size: tuple[int, ...], hook: Hook) -> int:
     return total[0]
 
 
-def count_flops(
+def masked_flops(
     net: nn.Module,
     masks: Masks | None = None,
     *,
@@ -375,6 +367,16 @@ def count_flops(
         convs = {name: m for name, m in net.named_modules() if isinstance(m, _CONVS)}
         return _run_hooks(net, input_size, lambda n, m, x, y: _exact_flops(n, m, x, y, flat, graph, convs))
     raise ValueError(f"unknown convention {convention!r}; use 'legacy' or 'exact'")
+
+
+def count_flops(*args: Any, **kwargs: Any) -> int:
+    """Deprecated alias of ``masked_flops`` (``modules.profiling.count_flops`` counts the calls a net executes)."""
+    warnings.warn(
+        "modules.pruning.counting.count_flops is renamed masked_flops; the alias goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return masked_flops(*args, **kwargs)
 
 
 def _legacy_flops(name: str, m: nn.Module, x: Tensor, y: Tensor, masks: dict[str, Tensor]) -> int:

@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import copy
 import logging
+import warnings
 from collections.abc import Mapping
 
 import torch
 from torch import Tensor, nn
 
-from ..adapters import fuse
+from ..adapters import merge_adapters
+from ..profiling import count_params
 from .graph import ChannelGraph, GraphError, input_mask
 from .masks import strip_mask_hooks
 
@@ -29,8 +31,13 @@ log = logging.getLogger(__name__)
 
 
 def count_parameters(net: nn.Module) -> int:
-    """All parameters, trainable or not."""
-    return sum(p.numel() for p in net.parameters())
+    """Deprecated alias of ``modules.profiling.count_params`` (all parameters, trainable or not)."""
+    warnings.warn(
+        "modules.pruning.count_parameters is modules.profiling.count_params; the alias goes in the next release",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return count_params(net)
 
 
 def export_keep(graph: ChannelGraph, masks: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -56,7 +63,7 @@ def export_pruned(net: nn.Module, graph: ChannelGraph, masks: Mapping[str, Tenso
     graph.check(net)
     model = copy.deepcopy(net)
     strip_mask_hooks(model)
-    model = fuse(model, inplace=True)  # adapters → plain layers with W + ΔW (spec §1.8)
+    model = merge_adapters(model, inplace=True)  # adapters → plain layers with W + ΔW (spec §1.8)
     modules = dict(model.named_modules())
     keep = export_keep(graph, masks)
     with torch.no_grad():
@@ -69,7 +76,7 @@ def export_pruned(net: nn.Module, graph: ChannelGraph, masks: Mapping[str, Tenso
             if name not in graph.layers and producers:
                 _slice_linear(modules[name], *_inputs(graph, masks, keep, name))
     _check_runs(model, graph)
-    before, after = count_parameters(net), count_parameters(model)
+    before, after = count_params(net), count_params(model)
     log.debug("export_pruned: %d → %d parameters (%.1f%%)", before, after, 100 * after / max(before, 1))
     return model
 

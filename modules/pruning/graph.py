@@ -367,13 +367,21 @@ class ChannelGraph:
         )
 
 
-def input_mask(graph: ChannelGraph, masks: Mapping[str, Tensor], name: str) -> Tensor | None:
-    """OR of the out masks of ``name``'s producers (a residual channel lives if any member keeps it); ``None``
-    where nothing prunable feeds ``name``."""
+def input_mask(graph: ChannelGraph, masks: Mapping[str, Tensor], name: str, size: int | None = None) -> Tensor | None:
+    """Kept input channels of layer ``name``: the OR of the out masks of its producers (a residual sum keeps a
+    channel if any summand keeps it; a producer without a mask keeps all its channels); ``None`` where nothing
+    prunable feeds ``name``. Given ``size`` (the layer's number of inputs), a mask shorter than it by an integer
+    factor is a flattened (C, H, W) feature map: each channel covers H·W inputs. The one rule for export and
+    counting."""
     producers = graph.producers.get(name, [])
     if not producers:
         return None
-    mask = masks[producers[0]].clone()
-    for p in producers[1:]:
-        mask |= masks[p]
-    return mask
+    kept = None
+    for p in producers:
+        m = masks[p] if p in masks else torch.ones(graph.layers[p].out_channels, dtype=torch.bool)
+        kept = m.clone() if kept is None else kept | m
+    if size is None or kept.numel() == size:
+        return kept
+    if size % kept.numel() == 0:
+        return kept.repeat_interleave(size // kept.numel())
+    raise ValueError(f"{name} has {size} inputs but its producers {producers} give {kept.numel()} channels")

@@ -17,8 +17,8 @@ from modules.adapters import (
     SPPaRAConv1d,
     SPPaRAConv2d,
     adapter_layers,
-    fuse,
     is_adapter,
+    merge_adapters,
     splora,
     sppara,
     trainable_parameter_count,
@@ -131,7 +131,7 @@ def test_fuse_small_cnn_gives_equal_outputs(method: str) -> None:
     n_adapters = len(adapter_layers(anet))
     assert n_adapters == (3 if method == "splora" else 2)  # sppara leaves the Linear
     x = torch.randn(4, 3, 8, 8)
-    fused = fuse(anet)
+    fused = merge_adapters(anet)
     assert not adapter_layers(fused) and not any(is_adapter(m) for m in fused.modules())
     assert [type(m) for m in fused] == [type(m) for m in base]
     assert len(adapter_layers(anet)) == n_adapters  # fuse copies unless inplace
@@ -139,7 +139,7 @@ def test_fuse_small_cnn_gives_equal_outputs(method: str) -> None:
         out = anet(x)
         torch.testing.assert_close(fused(x), out, atol=1e-6, rtol=0)
         assert not torch.allclose(out, base(x), atol=1e-3)  # the adapters changed the function
-    in_place = fuse(anet, inplace=True)
+    in_place = merge_adapters(anet, inplace=True)
     assert in_place is anet and not adapter_layers(anet)
 
 

@@ -18,7 +18,7 @@ from modules.adapters import (
     SPLoRAConv3d,
     SPLoRALinear,
     SPLoRAMultiheadAttention,
-    fuse,
+    merge_adapters,
     splora,
     trainable_parameter_count,
 )
@@ -359,7 +359,7 @@ def test_mha_in_transformer_encoder_layer_matches_fused_in_eval() -> None:
     torch.manual_seed(0)
     layer = nn.TransformerEncoderLayer(16, 4, dim_feedforward=32, batch_first=True, dropout=0.0)
     adapted = splora(layer, 2, init_range=0.1, types=(nn.MultiheadAttention,)).eval()
-    fused = fuse(adapted).eval()
+    fused = merge_adapters(adapted).eval()
     x = torch.randn(2, 5, 16)
     with torch.no_grad():
         torch.testing.assert_close(adapted(x), fused(x), atol=1e-5, rtol=0)

@@ -102,7 +102,7 @@ def test_cuda_graph_step_helper_matches_eager() -> None:
 def test_warm_until_output_feeds_delay_plus_one_steps() -> None:
     net = _net()
     net.clean_state()
-    assert co.graph.warm_until_output(net, torch.randn(1, 3, 6, 6), extra_steps=2) == net.delay + 3
+    assert co.replay.warm_until_output(net, torch.randn(1, 3, 6, 6), extra_steps=2) == net.delay + 3
     assert net.forward_step(torch.randn(1, 3, 6, 6)) is not None
 
 

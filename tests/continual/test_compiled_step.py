@@ -42,7 +42,7 @@ def _check(
     stride = net.stride[0]
     with torch.no_grad():
         net.clean_state()
-        fed = co.graph.warm_until_output(copy.deepcopy(net), first, warmup) + stride  # warm-up, then one per phase
+        fed = co.replay.warm_until_output(copy.deepcopy(net), first, warmup) + stride  # warm-up, then one per phase
         expected = _expected(net, first, clip, fed)
         compiled = co.CompiledStep(net, first, backend=backend, warmup_steps=warmup, cuda_graph=cuda_graph)
         if cuda_graph:  # capturing stepped each phase once more (in turn)
@@ -127,7 +127,7 @@ def test_cox3d_tiny_traced_step_equals_eager() -> None:
     clip = torch.randn(1, 3, steps, 32, 32)
     first = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        fed = co.graph.warm_until_output(copy.deepcopy(net), first, 0) + 1
+        fed = co.replay.warm_until_output(copy.deepcopy(net), first, 0) + 1
         expected = _expected(net, first, clip, fed)
         compiled = co.CompiledStep(net, first, backend="eager", warmup_steps=0)
         outputs = [compiled(clip[:, :, t]) for t in range(steps)]

@@ -12,7 +12,7 @@ from torch import Tensor, nn
 
 from modules.adapters import splora, sppara
 from modules.nets import build
-from modules.pruning.counting import count_flops, delta_params, infer_method
+from modules.pruning.counting import delta_params, infer_method, masked_flops
 from modules.pruning.graph import ChannelGraph
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -73,8 +73,8 @@ def test_table1_delta_params(resnet50_cifar: nn.Module, method: str, rank: int |
 
 def test_table1_flops(resnet50_cifar: nn.Module) -> None:
     # 1,297,809,408 conv + 6,864,896 BN + 20,480 FC; the exact count has no BN term
-    assert count_flops(resnet50_cifar, input_size=(1, 3, 32, 32), convention="legacy") == 1_304_694_784
-    assert count_flops(resnet50_cifar, convention="exact") == 1_297_809_408 + 20_480
+    assert masked_flops(resnet50_cifar, input_size=(1, 3, 32, 32), convention="legacy") == 1_304_694_784
+    assert masked_flops(resnet50_cifar, convention="exact") == 1_297_809_408 + 20_480
 
 
 def test_adapted_resnet50_reads_method_and_rank_from_its_layers(resnet50_cifar: nn.Module) -> None:
@@ -85,7 +85,7 @@ def test_adapted_resnet50_reads_method_and_rank_from_its_layers(resnet50_cifar: 
     # the original quirk: a conv that has lost no filter counts all its parameters, frozen W included
     everything = sum(p.numel() for p in adapted.parameters())
     assert delta_params(adapted, convention="legacy", legacy_unmasked_full=True) == everything
-    assert count_flops(adapted, convention="legacy") == 1_304_694_784
+    assert masked_flops(adapted, convention="legacy") == 1_304_694_784
     with pytest.raises(ValueError, match="adapter layers are"):
         delta_params(adapted, method="finetune", convention="legacy")
 
@@ -161,13 +161,13 @@ def test_tiny_flops_by_hand() -> None:
     net = Tiny()
     # legacy: conv1 9·4·2·64, bn1 2·256, relu1 256, conv2 9·4·2·64 (Ci not reduced), bn2 512, down 1·4·1·64, fc 4·2
     legacy = 4608 + 512 + 256 + 4608 + 512 + 256 + 8
-    assert count_flops(net, MASKS, input_size=TINY_INPUT, convention="legacy") == legacy
+    assert masked_flops(net, MASKS, input_size=TINY_INPUT, convention="legacy") == legacy
     # exact: conv1 2·4·9·64, conv2 2·2·9·64, down 1·4·64, fc 2 inputs · 2
     exact = 4608 + 2304 + 256 + 4
-    assert count_flops(net, MASKS, input_size=TINY_INPUT, convention="exact", graph=TINY_GRAPH) == exact
-    assert count_flops(net, MASKS, input_size=TINY_INPUT, convention="exact") == exact  # traced graph
+    assert masked_flops(net, MASKS, input_size=TINY_INPUT, convention="exact", graph=TINY_GRAPH) == exact
+    assert masked_flops(net, MASKS, input_size=TINY_INPUT, convention="exact") == exact  # traced graph
     with_bias = Tiny(bias=True)  # legacy adds out·H·W for a conv bias
-    assert count_flops(with_bias, MASKS, input_size=TINY_INPUT, convention="legacy") == legacy + 2 * 64
+    assert masked_flops(with_bias, MASKS, input_size=TINY_INPUT, convention="legacy") == legacy + 2 * 64
 
 
 def test_no_masks_equals_all_true_masks() -> None:
@@ -178,7 +178,7 @@ def test_no_masks_equals_all_true_masks() -> None:
             kw = {"method": method, "rank": rank, "convention": convention, "input_size": TINY_INPUT}
             assert delta_params(net, **kw) == delta_params(net, full, **kw)
         kw = {"convention": convention, "input_size": TINY_INPUT}
-        assert count_flops(net, **kw) == count_flops(net, full, **kw)
+        assert masked_flops(net, **kw) == masked_flops(net, full, **kw)
     assert delta_params(net, method="finetune", convention="exact", input_size=TINY_INPUT) == sum(
         p.numel() for p in net.parameters()
     )
@@ -195,8 +195,8 @@ def test_flops_and_params_decrease_with_pruning() -> None:
         masks = {name: s >= torch.quantile(s, 1 - density) for name, s in scores.items()}  # nested as density falls
         counts.append(
             [
-                count_flops(net, masks, convention="legacy"),
-                count_flops(net, masks, convention="exact", graph=graph),
+                masked_flops(net, masks, convention="legacy"),
+                masked_flops(net, masks, convention="exact", graph=graph),
                 delta_params(net, masks, method="finetune", convention="legacy"),
                 delta_params(net, masks, method="splora", rank=4, convention="exact", graph=graph),
             ]
@@ -209,7 +209,7 @@ def test_flops_and_params_decrease_with_pruning() -> None:
 def test_counting_leaves_the_net_as_it_was() -> None:
     net = Tiny().train()
     stats = net.bn1.running_mean.clone()
-    count_flops(net, MASKS, input_size=TINY_INPUT, convention="legacy")
+    masked_flops(net, MASKS, input_size=TINY_INPUT, convention="legacy")
     delta_params(net, MASKS, method="finetune", convention="exact", input_size=TINY_INPUT)
     assert net.training and all(m.training for m in net.modules())
     assert torch.equal(net.bn1.running_mean, stats) and not net.bn1.num_batches_tracked
@@ -234,10 +234,10 @@ def test_wrong_inputs_are_named() -> None:
     with pytest.raises(KeyError, match="not a conv"):
         delta_params(net, {"conv9": torch.ones(4, dtype=torch.bool)}, convention="legacy")
     with pytest.raises(ValueError, match="has 3 entries"):
-        count_flops(net, {"conv1": torch.ones(3, dtype=torch.bool)}, convention="legacy", input_size=TINY_INPUT)
+        masked_flops(net, {"conv1": torch.ones(3, dtype=torch.bool)}, convention="legacy", input_size=TINY_INPUT)
     with pytest.raises(ValueError, match="needs rank="):
         delta_params(net, method="splora", convention="legacy")
     with pytest.raises(ValueError, match="unknown method"):
         delta_params(net, method="lora", convention="legacy")
     with pytest.raises(ValueError, match="unknown convention"):
-        count_flops(net, convention="fvcore", input_size=TINY_INPUT)
+        masked_flops(net, convention="fvcore", input_size=TINY_INPUT)

@@ -8,11 +8,11 @@ from torch import Tensor, nn
 
 from modules.adapters import is_adapter, splora
 from modules.nets import build
+from modules.profiling import count_params
 from modules.pruning import (
     ChannelGraph,
     ChannelMasks,
     apply_masks,
-    count_parameters,
     export_keep,
     export_pruned,
     normalise,
@@ -57,7 +57,7 @@ def test_residual_net_with_downsample() -> None:
     assert exported.layer2.bn2.num_features == int(union.sum()) == exported.fc.in_features
     assert exported.layer2.conv1.out_channels == int(masks["layer2.conv1"].sum()) < 12
     assert exported.layer2.conv2.in_channels == exported.layer2.conv1.out_channels
-    before, after = count_parameters(net), count_parameters(exported)
+    before, after = count_params(net), count_params(exported)
     assert after < before
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in exported.modules())
     assert any(m._forward_hooks for m in net.modules())  # the source net keeps its masks
@@ -81,7 +81,7 @@ def test_net_with_adapters() -> None:
     _, _, ref, out, exported = _masked_and_exported(net, x, n=6)
     assert torch.allclose(out, ref, atol=1e-5)
     assert not any(is_adapter(m) for m in exported.modules())
-    assert count_parameters(exported) < count_parameters(net)
+    assert count_params(exported) < count_params(net)
 
 
 def test_chain_with_conv_bias_and_flattened_head() -> None:
@@ -130,7 +130,7 @@ def test_resnet_tiny_export_and_parameter_counts() -> None:
     x = torch.randn(2, 3, 16, 16)
     _, masks, ref, out, exported = _masked_and_exported(net, x, n=120, coupling="group")
     assert masks.num_pruned == 360 and torch.allclose(out, ref, atol=1e-5)
-    before, after = count_parameters(net), count_parameters(exported)
+    before, after = count_params(net), count_params(exported)
     assert after < 0.5 * before  # half the filters gone, and with them most of the k×k weights
 
 
