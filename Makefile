@@ -87,6 +87,13 @@ profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinet
 bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~3 min CPU, ~5 the first time) -> outputs/bench/.../bench.json
 	$(PY) -m experiments.bench $(ARGS)
 
+.PHONY: profile-skeletons bench-skeletons
+profile-skeletons: install ## params, GFLOPs (MACs + ptflops), peak memory, throughput of the 12 Table II nets of Continual ST-GCNs on CPU, batch 1 (~15 min on 2 cores) -> outputs/results/<RESULTS, default mine>/ntu60_profile.csv, never over an earlier one (RESULTS=reference: paper/results/)
+	$(PY) -m experiments.profile_table --table ntu60 --output $(RESULTS_DIR)/ntu60_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
+
+bench-skeletons: install ## ST-GCN(*) clips/s vs CoST-GCN and CoST-GCN* predictions/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~10 min on 2 CPU cores) -> outputs/bench/.../bench.json
+	$(PY) -m experiments.bench --config-name bench_skeletons $(ARGS)
+
 sweep-spa: install ## SPA grid: criterion x {fine-pruning, SPLoRA r8/r32, SPPaRA} x seeds (digits on CPU ~9 min; DATA=cifar10 ...) -> this sweep's runs only, outputs/results/<RESULTS, default mine>/spa_runs_<data>.csv (never over an earlier sweep; RESULTS=reference replaces paper/results/)
 	@if [ "$(RESULTS)" != reference ] && [ -e $(SPA_RUNS) ]; then \
 	  echo "$(SPA_RUNS) already holds a sweep's runs: name a new set (make sweep-spa RESULTS=<name>) or delete that file" >&2; \
@@ -102,6 +109,7 @@ sweep-spa: install ## SPA grid: criterion x {fine-pruning, SPLoRA r8/r32, SPPaRA
 figures: install ## Kinetics and SPA tables, merged CSVs and PNGs -> outputs/results/<RESULTS, default mine>/, reading the committed inputs it lacks (RESULTS=reference replaces paper/results + paper/figures) (~10 s)
 	$(PY) paper/kinetics400.py --set $(RESULTS)
 	$(PY) paper/spa.py --set $(RESULTS)
+	$(PY) paper/skeletons.py --set $(RESULTS)
 
 clean: ## remove run outputs and caches (keeps .venv and the results sets in outputs/results)
 	@if [ -d outputs ]; then find outputs -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +; fi
