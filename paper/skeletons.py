@@ -125,7 +125,7 @@ def read_runs(path: Path) -> pd.DataFrame:
         raise ValueError(f"{path}: unknown dataset/subset {unknown}; known: ntu60/xsub, ntu60/xview, ntu120/xsub, "
                          "ntu120/xset, kinetics/ (empty subset)")  # fmt: skip
     mean = cells.pivot_table(index=["model", "streams"], columns="column", values="value", aggfunc="mean")
-    count = cells.groupby(["model", "streams"]).size().rename("runs")
+    count = runs.groupby(["model", "streams"]).size().rename("runs")  # one row per run
     return mean.add_suffix("_ours").join(count).reset_index()
 
 
