@@ -1,7 +1,8 @@
 """Evaluate: ``python -m experiments.eval experiment=<name> [ckpt_path=<file.ckpt>] [model.net.weights=<official>]``.
 
 Loads the checkpoint's weights into the configured model, tests it under the configured protocol, and writes
-``config.yaml`` and ``metrics.json`` into the run directory. Returns ``optimized_metric`` (``test/top1``).
+``config.yaml``, ``metrics.json`` and the per-sample test logits (``test_logits.npy``, ``test_labels.npy``: the
+input of ``experiments.streams``) into the run directory. Returns ``optimized_metric`` (``test/top1``).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from experiments import inputs, utils
+from experiments import inputs, streams, utils
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +38,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         with utils.ignore_checkpoint_callback_states():
             trainer.test(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         utils.write_protocol_results(getattr(model, "protocol_results", []), cfg.paths.output_dir, loggers)
+        streams.write_test_predictions(model, datamodule, cfg.paths.output_dir)  # for stream fusion
     finally:
         utils.finish_loggers(loggers)
     metrics = dict(trainer.callback_metrics)

@@ -64,8 +64,11 @@ def clip_input_shape(name: str) -> tuple[int, ...]:
 
 def register_resolvers() -> None:
     """Register ``model_input`` (idempotent: the entry points and tests import this more than once)."""
+    from experiments import skeleton_resolvers  # skeleton_data, scaled_lr
+
     if not OmegaConf.has_resolver("model_input"):
         OmegaConf.register_new_resolver("model_input", model_input)
+    skeleton_resolvers.register()
 
 
 def eval_clips(cfg: DictConfig, model: Any) -> ClipLengthNeed | None:
@@ -75,7 +78,8 @@ def eval_clips(cfg: DictConfig, model: Any) -> ClipLengthNeed | None:
     from modules.systems import ClipLengthNeed
 
     explicit = cfg.eval.get("clip_length")
-    if not hasattr(model, "eval_clip_length"):
+    # no data.clip_length: the data gives whole sequences (skeletons: 300 frames) that no protocol resizes
+    if not hasattr(model, "eval_clip_length") or "clip_length" not in cfg.data:
         return None if explicit is None else ClipLengthNeed(int(explicit), "eval.clip_length")
     need = model.eval_clip_length(int(cfg.data.clip_length), transient_frames=cfg.eval.get("transient_frames"))
     if explicit is None:

@@ -2,11 +2,16 @@
 
 Training always runs the net offline on whole clips. Validation and test run the configured protocol:
 
-* ``clip``: ``net(clip)`` gives one prediction per clip.
+* ``clip``: ``net(clip)`` gives one prediction per clip. A continual net whose ``forward`` returns several pool
+  windows ``(B, K, T_out)`` (the skeleton twins, spec B3/B7) is scored at ``clip_window``: ``"first"`` (index 0,
+  as continual-skeletons' ``CoModelBase.forward``, which the published accuracies use), ``"offline"``
+  (``net.offline_index``, the window equal to the offline net) or an index; training uses the same window.
 * ``frame`` (the continual protocol, for nets with ``forward_steps``/``clean_state``): each clip is a fresh
   stream: ``net.clean_state()``, then ``net.forward_steps(clip)`` steps through its frames, and the mean of the
   last ``num_forward_frames`` outputs' logits is the prediction. The net needs ``net.delay + 1`` frames to emit
-  anything, so evaluation clips must be at least that long (``data.eval_clip_length``).
+  anything, so evaluation clips must be at least that long (``data.eval_clip_length``). With ``frame_curve`` (other
+  protocols ignore it) the test also scores every output of the stream on its own: accuracy against the frames seen
+  (``test/top1_frames<n>``, ``protocol_results``), from ``net.delay + 1`` on, every ``stride`` frames.
 * ``transient`` (test only; validation uses ``frame``): accuracy against the number of real frames seen after
   the initial state fill, for each ``transient_fills`` (``zeros``/``replicate``): one stepped pass per fill
   gives a prediction after every frame from ``net.delay + 1`` on.
@@ -17,8 +22,9 @@ Training always runs the net offline on whole clips. Validation and test run the
 protocol needs from the built net, so that the entry points can size the clips before any work starts.
 
 Metrics follow ``modules.systems.base`` (``stage/name``, fractions). The sweeps log
-``test/top1_<fill>_f<frames>`` and ``test/top1_window<w>`` (``map`` for multi-label) and keep a tidy table in
-``protocol_results`` that the entry points write as CSV.
+``test/top1_<fill>_f<frames>``, ``test/top1_frames<n>`` and ``test/top1_window<w>`` (``map`` for multi-label)
+and keep a tidy table in ``protocol_results`` that the entry points write as CSV. Every test keeps its per-sample
+logits and targets in ``test_predictions`` (in loader order), which the eval entry point saves for stream fusion.
 """
 
 from __future__ import annotations
@@ -32,12 +38,14 @@ from torch.optim import Optimizer
 
 from modules.continual import set_temporal_fill, set_temporal_window
 
-from .base import ClassifierBase, classification_metrics, metric_target
+from .base import ClassifierBase, classification_metrics, metric_target, squeeze_logits
+from .schedules import open_lengths
 
 __all__ = ["PROTOCOLS", "ClassificationSystem", "ClipLengthNeed", "required_clip_length"]
 
 PROTOCOLS = ("clip", "frame", "transient", "extended")
 STEPPED = ("frame", "transient", "extended")
+CLIP_WINDOWS = ("first", "offline")
 
 
 class ClassificationSystem(ClassifierBase):
@@ -60,7 +68,10 @@ class ClassificationSystem(ClassifierBase):
         num_forward_frames: int = 1,
         transient_fills: tuple[str, ...] = ("zeros", "replicate"),
         extended_windows: tuple[int, ...] = (),
+        clip_window: str | int | None = None,
+        frame_curve: bool = False,
     ) -> None:
+        _check_clip_window(net, clip_window)
         if eval_protocol not in PROTOCOLS:
             raise ValueError(f"eval_protocol must be one of {PROTOCOLS}, got {eval_protocol!r}")
         if eval_protocol in STEPPED and not (hasattr(net, "forward_steps") and hasattr(net, "clean_state")):
@@ -88,6 +99,7 @@ class ClassificationSystem(ClassifierBase):
             {key: classification_metrics(num_classes, multi_label)[self.main_metric] for key in self._sweep_keys()}
         )
         self.protocol_results: list[dict[str, Any]] = []
+        self.test_predictions: list[tuple[Tensor, Tensor]] = []
 
     def _sweep_keys(self) -> list[str]:
         """Sweep settings known up front (windows); transient keys ``<fill>_f<frames>`` depend on the clip
@@ -119,6 +131,15 @@ class ClassificationSystem(ClassifierBase):
             )
 
     # --- predictions -------------------------------------------------------------------------------
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, num_classes)``; of a multi-window continual net, those of ``clip_window``."""
+        out = self.net(x)
+        window = self.hparams.clip_window
+        if window is not None and out.dim() == 3:
+            index = self.net.offline_index if window == "offline" else 0 if window == "first" else int(window)
+            out = out[:, :, index]
+        return squeeze_logits(out, self.hparams.num_classes, "net(x)")
+
     @torch.no_grad()
     def step_outputs(self, clip: Tensor) -> Tensor:
         """Logits ``(B, num_classes, n)`` of every output of a fresh stream stepped through ``clip``."""
@@ -142,7 +163,9 @@ class ClassificationSystem(ClassifierBase):
     @torch.no_grad()
     def predict_frames(self, clip: Tensor) -> Tensor:
         """The frame protocol: mean logits of the last ``num_forward_frames`` outputs of a fresh stream."""
-        outputs = self.step_outputs(clip)
+        return self._last_outputs(self.step_outputs(clip), clip)
+
+    def _last_outputs(self, outputs: Tensor, clip: Tensor) -> Tensor:
         n = self.hparams.num_forward_frames
         if outputs.shape[2] < n:
             raise ValueError(
@@ -157,9 +180,23 @@ class ClassificationSystem(ClassifierBase):
         transient and extended protocols runs their sweep first)."""
         if stage == "test" and self.hparams.eval_protocol in ("transient", "extended"):
             self._sweep(clip, target)
-        if stage != "train" and self.hparams.eval_protocol in STEPPED:
-            return self.predict_frames(clip)
-        return self(clip)
+        if stage == "test" and self.hparams.frame_curve and self.hparams.eval_protocol == "frame":
+            logits = self._frame_curve(clip, target)
+        elif stage != "train" and self.hparams.eval_protocol in STEPPED:
+            logits = self.predict_frames(clip)
+        else:
+            logits = self(clip)
+        if stage == "test":  # kept on the host for the eval entry point (stream fusion); loader order
+            self.test_predictions.append((logits.detach().cpu(), target.detach().cpu()))
+        return logits
+
+    def _frame_curve(self, clip: Tensor, target: Tensor) -> Tensor:
+        """One stepped pass: every output scored against the frames seen so far, the frame prediction returned."""
+        outputs = self.step_outputs(clip)
+        first, stride = int(self.net.delay) + 1, _stride_of(self.net)
+        for j in range(outputs.shape[2]):
+            self._update_sweep(f"frames{first + j * stride}", outputs[:, :, j], target)
+        return self._last_outputs(outputs, clip)
 
     # --- test-time sweeps ---------------------------------------------------------------------------
     def _sweep(self, clip: Tensor, target: Tensor) -> None:
@@ -193,6 +230,7 @@ class ClassificationSystem(ClassifierBase):
 
     def on_test_epoch_start(self) -> None:
         self.protocol_results = []
+        self.test_predictions = []
         for metric in self.sweep_metrics.values():
             metric.reset()
 
@@ -204,10 +242,38 @@ class ClassificationSystem(ClassifierBase):
             row: dict[str, Any] = {"protocol": self.hparams.eval_protocol, "metric": name, "value": value}
             if key.startswith("window"):
                 row["window"] = int(key.removeprefix("window"))
+            elif key.startswith("frames"):
+                row["frames_seen"] = int(key.removeprefix("frames"))
             else:
                 fill, frames = key.rsplit("_f", 1)
                 row.update(fill=fill, frames_seen=int(frames))
             self.protocol_results.append(row)
+
+    # --- optimisation ------------------------------------------------------------------------------
+    def make_scheduler(self, optimizer: Optimizer) -> Any:
+        """The scheduler partial, completed with the fit's ``total_steps`` / ``steps_per_epoch`` where it takes
+        them and leaves them open (``schedules``: OneCycleLR, the cyclic schedule of CoST-GCN)."""
+        if self.scheduler is None:
+            return None
+        lengths = {}
+        wanted = open_lengths(self.scheduler)
+        if wanted:
+            total = int(self.trainer.estimated_stepping_batches)
+            epochs = self.trainer.max_epochs
+            if epochs is None or epochs < 1:
+                raise ValueError(f"a per-step schedule follows the fit's length: set trainer.max_epochs, got {epochs}")
+            lengths = {"total_steps": total, "steps_per_epoch": max(1, total // epochs)}
+        return self.scheduler(optimizer=optimizer, **{k: lengths[k] for k in wanted})
+
+
+def _check_clip_window(net: nn.Module, clip_window: str | int | None) -> None:
+    if isinstance(clip_window, str) and clip_window not in CLIP_WINDOWS:
+        raise ValueError(f"clip_window must be None, one of {CLIP_WINDOWS} or an index, got {clip_window!r}")
+    if clip_window == "offline" and not hasattr(net, "offline_index"):
+        raise ValueError(
+            f"clip_window='offline' needs a net that names its offline-equal window (offline_index); "
+            f"{type(net).__name__} has none: use clip_window='first', an index, or null"
+        )
 
 
 # --- evaluation clip length ---------------------------------------------------------------------------

@@ -21,10 +21,17 @@ def agcn(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
 ) -> SkeletonNet:
     """AGCN: temporal stride 2 in layer5 and layer8, temporal padding 4; one output per clip."""
     return SkeletonNet(
-        arch="agcn", mod=False, num_classes=num_classes, graph=graph, in_channels=in_channels, num_persons=num_persons
+        arch="agcn",
+        mod=False,
+        num_classes=num_classes,
+        graph=graph,
+        in_channels=in_channels,
+        num_persons=num_persons,
+        width=width,
     )
 
 
@@ -35,6 +42,7 @@ def agcn_mod(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
     defective_contraction: bool = False,
 ) -> SkeletonNet:
     """AGCN*: stride 1 and no temporal padding (residuals centre-cropped by 4 frames per side); receptive field 81."""
@@ -45,6 +53,7 @@ def agcn_mod(
         graph=graph,
         in_channels=in_channels,
         num_persons=num_persons,
+        width=width,
         defective_contraction=defective_contraction,
     )
 
@@ -56,6 +65,7 @@ def coagcn(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
     sequence_len: int = 300,
     pool_size: int | None = None,
     pool_padding: int | None = None,
@@ -69,6 +79,7 @@ def coagcn(
         graph=graph,
         in_channels=in_channels,
         num_persons=num_persons,
+        width=width,
         sequence_len=sequence_len,
         pool_size=pool_size,
         pool_padding=pool_padding,
@@ -83,6 +94,7 @@ def coagcn_mod(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
     sequence_len: int = 300,
     pool_size: int | None = None,
     pool_padding: int | None = None,
@@ -97,6 +109,7 @@ def coagcn_mod(
         graph=graph,
         in_channels=in_channels,
         num_persons=num_persons,
+        width=width,
         sequence_len=sequence_len,
         pool_size=pool_size,
         pool_padding=pool_padding,

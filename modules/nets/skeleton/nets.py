@@ -5,9 +5,9 @@ architecture of continual-skeletons ``models/base.py`` and ``models/<name>/<name
 Input ``(N, C, T, V, M)``: C channels (3 joint or bone, 6 joint + bone), T frames, V joints, M persons; a
 continual step is ``(N, C, V, M)``. ``data_bn`` (BatchNorm1d over M·V·C) normalises the input; the N·M skeletons
 then go through ten ``SpatioTemporalBlock``s (``layer1..layer10``: 64, 64, 64, 64, 128, 128, 128, 256, 256, 256
-channels; temporal stride 2 in layer5 and layer8 of the originals, 1 everywhere in the * variants, which also
-have no temporal padding). The features are averaged over joints and persons, then over time, and ``fc`` maps
-the 256 channels to the classes.
+channels, times ``width``: 1 in the paper, smaller for quick CPU runs; temporal stride 2 in layer5 and layer8 of
+the originals, 1 everywhere in the * variants, which also have no temporal padding). The features are averaged
+over joints and persons, then over time, and ``fc`` maps the 256 (× width) channels to the classes.
 
 * Offline nets (``SkeletonNet``) return logits ``(N, num_classes)``.
 * Continual twins (``CoSkeletonNet``) average time with ``co.AvgPool1d(pool_size, stride=1, pool_padding)``.
@@ -142,9 +142,11 @@ def _build(
     num_persons: int,
     defective_contraction: bool,
     pool: nn.Module,
+    width: float = 1.0,
 ) -> OrderedDict[str, nn.Module]:
     """The modules of an offline net (``Layers``) or of its twin (``CoLayers``): same names, same keys."""
     _check_arch(arch, mod, defective_contraction)
+    widths = _widths(arch, width)
     if in_channels < 1 or num_persons < 1 or num_classes < 1:
         raise ValueError(f"in_channels, num_persons and num_classes must be positive, got {in_channels}, "
                          f"{num_persons}, {num_classes}")  # fmt: skip
@@ -155,10 +157,12 @@ def _build(
     blocks: OrderedDict[str, nn.Module] = OrderedDict()
     for i, (c_in, c_out, stride) in enumerate(_LAYOUT, start=1):
         gcn = _gcn_factory(arch, i, A, mod, defective_contraction)
+        c_in = in_channels if c_in is None else widths[c_in]
         blocks[f"layer{i}"] = layers.block(
-            gcn, c_in or in_channels, c_out, stride=1 if mod else stride, padding=0 if mod else 4, residual=i > 1
+            gcn, c_in, widths[c_out], stride=1 if mod else stride, padding=0 if mod else 4, residual=i > 1
         )
-    fc = co.Linear(256, num_classes, channel_dim=1) if layers.continual else nn.Linear(256, num_classes)
+    features = widths[256]
+    fc = co.Linear(features, num_classes, channel_dim=1) if layers.continual else nn.Linear(features, num_classes)
     init_weights(fc, bs=num_classes)
     reshape = (in_channels, v, num_persons)
     return OrderedDict(
@@ -170,6 +174,18 @@ def _build(
         pool=pool,
         fc=fc,
     )
+
+
+def _widths(arch: str, width: float) -> dict[int, int]:
+    """The channels of the paper's 64 / 128 / 256 at ``width`` (1 = the paper's nets). S-TR's attention splits
+    ``C/4`` key channels over 8 heads, so its widths must stay multiples of 32."""
+    if width <= 0:
+        raise ValueError(f"width must be positive (1.0 = the paper's 64/128/256 channels), got {width}")
+    widths = {c: max(1, round(c * width)) for c in (64, 128, 256)}
+    if arch == "s_tr" and any(c % 32 for c in widths.values()):
+        raise ValueError(f"S-TR's 8 attention heads need widths that are multiples of 32; width={width} gives "
+                         f"{sorted(widths.values())}: use width 0.5 or 1")  # fmt: skip
+    return widths
 
 
 class SkeletonNet(nn.Sequential):
@@ -186,10 +202,12 @@ class SkeletonNet(nn.Sequential):
         in_channels: int = 3,
         num_persons: int = 2,
         defective_contraction: bool = False,
+        width: float = 1.0,
     ) -> None:
         super().__init__(_build(Layers(), arch=arch, mod=mod, num_classes=num_classes, graph=graph,
                                 in_channels=in_channels, num_persons=num_persons,
-                                defective_contraction=defective_contraction, pool=TemporalMean()))  # fmt: skip
+                                defective_contraction=defective_contraction, pool=TemporalMean(),
+                                width=width))  # fmt: skip
         self.arch, self.mod, self.graph = arch, mod, graph
 
     @property
@@ -257,12 +275,13 @@ class CoSkeletonNet(co.Sequential):
         pool_padding: int | None = None,
         temporal_fill: str = "zeros",
         defective_contraction: bool = False,
+        width: float = 1.0,
     ) -> None:
         size, padding = _resolve_pool(sequence_len, mod, pool_size, pool_padding)
         pool = co.AvgPool1d(size, stride=1, padding=padding, temporal_fill=temporal_fill)
         super().__init__(_build(CoLayers(temporal_fill), arch=arch, mod=mod, num_classes=num_classes, graph=graph,
                                 in_channels=in_channels, num_persons=num_persons,
-                                defective_contraction=defective_contraction, pool=pool))  # fmt: skip
+                                defective_contraction=defective_contraction, pool=pool, width=width))  # fmt: skip
         self.arch, self.mod, self.graph, self.sequence_len = arch, mod, graph, sequence_len
         self.pool_size, self.pool_padding = size, padding
 

@@ -17,10 +17,17 @@ def s_tr(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
 ) -> SkeletonNet:
     """S-TR: temporal stride 2 in layer5 and layer8, temporal padding 4; one output per clip."""
     return SkeletonNet(
-        arch="s_tr", mod=False, num_classes=num_classes, graph=graph, in_channels=in_channels, num_persons=num_persons
+        arch="s_tr",
+        mod=False,
+        num_classes=num_classes,
+        graph=graph,
+        in_channels=in_channels,
+        num_persons=num_persons,
+        width=width,
     )
 
 
@@ -31,10 +38,17 @@ def s_tr_mod(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
 ) -> SkeletonNet:
     """S-TR*: stride 1 and no temporal padding (residuals centre-cropped by 4 frames per side); receptive field 81."""
     return SkeletonNet(
-        arch="s_tr", mod=True, num_classes=num_classes, graph=graph, in_channels=in_channels, num_persons=num_persons
+        arch="s_tr",
+        mod=True,
+        num_classes=num_classes,
+        graph=graph,
+        in_channels=in_channels,
+        num_persons=num_persons,
+        width=width,
     )
 
 
@@ -45,6 +59,7 @@ def cos_tr(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
     sequence_len: int = 300,
     pool_size: int | None = None,
     pool_padding: int | None = None,
@@ -58,6 +73,7 @@ def cos_tr(
         graph=graph,
         in_channels=in_channels,
         num_persons=num_persons,
+        width=width,
         sequence_len=sequence_len,
         pool_size=pool_size,
         pool_padding=pool_padding,
@@ -72,6 +88,7 @@ def cos_tr_mod(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
     sequence_len: int = 300,
     pool_size: int | None = None,
     pool_padding: int | None = None,
@@ -85,6 +102,7 @@ def cos_tr_mod(
         graph=graph,
         in_channels=in_channels,
         num_persons=num_persons,
+        width=width,
         sequence_len=sequence_len,
         pool_size=pool_size,
         pool_padding=pool_padding,

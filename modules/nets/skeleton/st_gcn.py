@@ -16,10 +16,17 @@ def st_gcn(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
 ) -> SkeletonNet:
     """ST-GCN: temporal stride 2 in layer5 and layer8, temporal padding 4; one output per clip."""
     return SkeletonNet(
-        arch="st_gcn", mod=False, num_classes=num_classes, graph=graph, in_channels=in_channels, num_persons=num_persons
+        arch="st_gcn",
+        mod=False,
+        num_classes=num_classes,
+        graph=graph,
+        in_channels=in_channels,
+        num_persons=num_persons,
+        width=width,
     )
 
 
@@ -30,10 +37,17 @@ def st_gcn_mod(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
 ) -> SkeletonNet:
     """ST-GCN*: stride 1 and no temporal padding (residuals centre-cropped by 4 frames per side); receptive field 81."""
     return SkeletonNet(
-        arch="st_gcn", mod=True, num_classes=num_classes, graph=graph, in_channels=in_channels, num_persons=num_persons
+        arch="st_gcn",
+        mod=True,
+        num_classes=num_classes,
+        graph=graph,
+        in_channels=in_channels,
+        num_persons=num_persons,
+        width=width,
     )
 
 
@@ -44,6 +58,7 @@ def cost_gcn(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
     sequence_len: int = 300,
     pool_size: int | None = None,
     pool_padding: int | None = None,
@@ -57,6 +72,7 @@ def cost_gcn(
         graph=graph,
         in_channels=in_channels,
         num_persons=num_persons,
+        width=width,
         sequence_len=sequence_len,
         pool_size=pool_size,
         pool_padding=pool_padding,
@@ -71,6 +87,7 @@ def cost_gcn_mod(
     graph: str = "ntu",
     in_channels: int = 3,
     num_persons: int = 2,
+    width: float = 1.0,
     sequence_len: int = 300,
     pool_size: int | None = None,
     pool_padding: int | None = None,
@@ -84,6 +101,7 @@ def cost_gcn_mod(
         graph=graph,
         in_channels=in_channels,
         num_persons=num_persons,
+        width=width,
         sequence_len=sequence_len,
         pool_size=pool_size,
         pool_padding=pool_padding,
