@@ -11,8 +11,16 @@ FLOPs are counted in one of three conventions (``CONVENTIONS``); all of them cou
 
 ``"ptflops"``
     What ``ptflops.get_model_complexity_info`` (Sovrasov, flops-counter.pytorch 0.6.x, ``MODULES_MAPPING``; the
-    counter of the Co3D paper, spec video.md A5) reports for the same calls: the conv/linear MACs above plus, for
-    every executed call of a module of these types, its element-wise terms (``ptflops_term``):
+    counter of the Co3D and Continual ST-GCN papers) reports for the same calls. ptflops sees modules, not ops:
+
+    * a conv call (continual convs too) is charged by ptflops' formula from what it returns:
+      ``numel(output) * in_channels / groups * prod(kernel_size)``. A continual conv's step that emits nothing
+      costs nothing, however many taps it ran: a temporally strided conv is charged for the outputs it emits;
+    * a ``Linear`` or ``MultiheadAttention`` call is charged the MACs it executes;
+    * products computed outside such modules (ST-GCN's ``x·A``, AGCN's adaptive graph, S-TR's attention
+      products, a functional ``scaled_dot_product_attention``) are not counted, as ptflops never saw them;
+
+    plus, for every executed call of a module of these types, its element-wise terms (``ptflops_term``):
 
     ==============================================  ===========================================================
     BatchNorm1-3d, InstanceNorm1-3d, GroupNorm,     ``numel(input)``, twice that with affine parameters
@@ -58,6 +66,7 @@ those classes with ``register_pool_like`` (the profiler knows no architecture).
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -80,6 +89,9 @@ _POOLS = (
     nn.modules.pooling._AdaptiveAvgPoolNd, nn.modules.pooling._AdaptiveMaxPoolNd,
 )  # fmt: skip
 _BIASED = (nn.modules.conv._ConvNd, nn.Linear)
+_CONVS = (nn.modules.conv._ConvNd,)
+#: modules whose executed MACs ptflops charges (its linear and multi-head attention hooks)
+_PRODUCTS = (nn.Linear, nn.MultiheadAttention)
 
 
 def _first_tensor(value: Any) -> Tensor | None:
@@ -134,6 +146,12 @@ def _counted(module: nn.Module) -> bool:
     )
 
 
+def _conv_formula(conv: nn.Module, output: Any) -> int:
+    """ptflops' conv MACs for a call that returned ``output``: per output element, ``in_channels / groups``
+    times the kernel's taps (transposed convs included, as its ``conv_flops_counter_hook``)."""
+    return _tensor_numel(output) * conv.in_channels // conv.groups * math.prod(conv.kernel_size)
+
+
 def _norm_inputs(net: nn.Module) -> dict[nn.Module, nn.Module]:
     """Each norm of ``net`` -> the sibling registered just before it (conv -> bn), whose output it normalises."""
     before: dict[nn.Module, nn.Module] = {}
@@ -170,26 +188,40 @@ class FlopCounter:
         self._outputs: Counter[nn.Module] = Counter()  # summed numel of the tensors these modules returned
         self._depth: Counter[nn.Module] = Counter()
         self._watched_counted: set[nn.Module] = set()
+        self.module_macs = 0  # conv formulas and Linear / MultiheadAttention MACs: the MACs ptflops sees
+        self._open_products = 0  # Linear / MultiheadAttention calls under way (an inner one is the outer's)
+        self._product_start: dict[nn.Module, int] = {}
         self._undo: list[Callable[[], None]] = []
 
     def total(self, convention: str) -> int:
-        """Conv/matmul MACs plus the element-wise terms that ``convention`` counts."""
+        """Executed conv/matmul MACs (``"macs"``), or the module MACs ptflops sees plus the element-wise terms that
+        ``convention`` counts."""
         if convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {convention!r}")
         if convention == "macs":
             return self.macs.total
         twice = convention == "co3d_published" and self.stepping
         doubled = self.terms["norm"] + self.terms["activation"] if twice else 0
-        return self.macs.total + sum(self.terms.values()) + doubled
+        return self.module_macs + sum(self.terms.values()) + doubled
 
     # --- recording --------------------------------------------------------------------------------------
     def _enter(self, module: nn.Module) -> None:
         self._depth[module] += 1
+        if self._depth[module] == 1 and isinstance(module, _PRODUCTS):
+            if not self._open_products:
+                self._product_start[module] = self.macs.total
+            self._open_products += 1
 
     def _leave(self, module: nn.Module, inputs: tuple, output: Any) -> None:
         self._depth[module] -= 1
         if self._depth[module]:
             return  # nested in an outer call of the same module, which counts
+        if isinstance(module, _PRODUCTS):
+            self._open_products -= 1
+            if module in self._product_start:
+                self.module_macs += self.macs.total - self._product_start.pop(module)
+        elif isinstance(module, _CONVS) and not self._open_products:
+            self.module_macs += _conv_formula(module, output)
         if module in self._watched_counted:
             kind, flops = ptflops_term(module, inputs, output)
             self.terms[kind] += flops
@@ -223,7 +255,8 @@ class FlopCounter:
 
     def __enter__(self) -> FlopCounter:
         self._watched_counted = {m for m in self.net.modules() if _counted(m)}
-        for m in self._watched_counted | set(self._norm_inputs.values()):
+        seen = {m for m in self.net.modules() if isinstance(m, _CONVS + _PRODUCTS)}
+        for m in self._watched_counted | set(self._norm_inputs.values()) | seen:
             self._watch(m)
         self.macs.__enter__()
         return self
