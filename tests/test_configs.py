@@ -40,6 +40,9 @@ NEEDS = {
         "data.num_workers=0",
         "data.progress=false",
     ],
+    # skeleton data and nets go together; 8 samples per split at 1/8 of the paper's width keep a batch quick
+    ("data", "synthetic_skeletons"): ["model=skeleton", "model.net.width=0.125", "data.num_train=8", "data.num_val=8"],
+    ("model", "skeleton"): ["data=synthetic_skeletons", "model.net.width=0.125", "data.num_train=8", "data.num_val=8"],
     # X3D downsamples 32x: its head needs crops of at least 32 pixels
     ("model", "x3d"): ["data.height=32", "data.width=32"],
     ("model", "cox3d"): ["data.height=32", "data.width=32"],

@@ -3,6 +3,7 @@ trains, steps, profiles)."""
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from hydra import initialize_config_dir
@@ -64,3 +65,46 @@ def test_demo_chain_writes_results_and_figure(compose_cfg, tmp_path):
     saved = pd.read_csv(tmp_path / "run" / "results.csv")
     assert saved["top1"].between(0, 1).all()
     assert (tmp_path / "run" / "acc_vs_flops.png").stat().st_size > 5_000
+
+
+# --- make demo-skeletons ---------------------------------------------------------------------------------------------
+def test_the_skeleton_demo_runs_each_stream_and_fuses_them(compose_cfg, monkeypatch):
+    """Every stream trains (test=false), then tests offline and frame by frame with that stream's checkpoint; both
+    nets are profiled; the table has a row per stream and protocol plus the fused streams (stages stubbed)."""
+    from experiments import demo_skeletons as skeleton_demo
+
+    cfg = compose_cfg("demo_skeletons.yaml", ["parallel=1", 'overrides=["seed=7"]', 'profile_overrides=["repeats=3"]'])
+    seen: dict[str, DictConfig] = {}
+
+    def evaluate(stage_cfg: DictConfig) -> dict:
+        run = Path(stage_cfg.paths.output_dir)
+        seen[run.name] = stage_cfg
+        run.mkdir(parents=True)  # what the fusion reads: a right answer from the joint, a wrong one from the bone
+        right = run.name.endswith("joint")
+        np.save(run / "test_logits.npy", np.eye(12, dtype=np.float32)[[0 if right else 1]] * (2 if right else 1))
+        np.save(run / "test_labels.npy", np.array([0]))
+        return {"test/top1": float(right), "test/top5": 1.0}
+
+    def profile(stage_cfg: DictConfig) -> dict:
+        seen[f"profile_{stage_cfg.mode}"] = stage_cfg
+        return {"gflops_per_prediction": 0.5 if stage_cfg.mode == "clip" else 0.01, "params": 10,
+                "throughput_median": 2.0, "device": "cpu"}  # fmt: skip
+
+    monkeypatch.setattr(skeleton_demo, "train", lambda stage_cfg: seen.setdefault(f"train_{stage_cfg.data.stream}",
+                                                                                  stage_cfg))  # fmt: skip
+    monkeypatch.setattr(skeleton_demo, "evaluate", evaluate)
+    monkeypatch.setattr(skeleton_demo, "profile", profile)
+    monkeypatch.setattr(skeleton_demo, "_best_checkpoint", lambda run: Path(run) / "epoch_000.ckpt")
+    monkeypatch.setattr(skeleton_demo, "accuracy_vs_macs", lambda table, path, **kwargs: None)
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        table = skeleton_demo.demo(cfg)
+    assert set(seen) == {"train_joint", "train_bone", "eval_clip_joint", "eval_frame_joint", "eval_clip_bone",
+                         "eval_frame_bone", "profile_clip", "profile_frame"}  # fmt: skip
+    assert all(c.seed == 7 for c in seen.values()) and not seen["train_bone"].test
+    assert seen["eval_frame_bone"].model.net.name == "cost_gcn_mod" and seen["eval_frame_bone"].data.stream == "bone"
+    assert seen["eval_clip_joint"].ckpt_path.endswith("train_joint/epoch_000.ckpt")
+    assert seen["profile_clip"].repeats == 3 and list(seen["profile_frame"].input_shape) == [3, 300, 25, 2]
+    assert list(table["stream"]) == ["joint", "bone", "joint+bone"] * 2
+    fused = table[table["stream"] == "joint+bone"]
+    assert list(fused["top1"]) == [1.0, 1.0] and list(fused["gflops"]) == [1.0, 0.02]  # two nets' FLOPs
