@@ -1,6 +1,7 @@
 """The prune-recover loop of "Structured Pruning Adapters" (Hedegaard et al., arXiv 2211.10155), on Lightning.
 
-``PruneRecover`` runs one (net, dataset, criterion, learning method, seed) the published way (spec ``spa.md`` §2.1):
+``PruneRecover`` runs one (net, dataset, criterion, learning method, seed) the published way
+(LukasHedegaard/channel-spa-experiments ``src/prune_resnet.py``):
 
 1. fit ``epochs_initial`` epochs → the density-1.0 row;
 2. for each step of the schedule: one ranking pass over the training split (criterion scores, no optimiser step),

@@ -1,9 +1,10 @@
-"""What every Structured Pruning Adapter layer shares (Hedegaard et al., arXiv 2211.10155; spec 1.2-1.8).
+"""What every Structured Pruning Adapter layer shares (Hedegaard et al., arXiv 2211.10155;
+sp_adapters v0.7.1).
 
 An adapter layer subclasses the torch layer it adapts, so ``isinstance(m, nn.Conv2d)`` still holds for pruning,
 FLOP counting and shape logic. ``weight`` is the frozen base weight W; ``bias`` is trained directly (library
 v0.6+); the learned ``adapter`` submodule gives a (Co, Ci/G) matrix ΔM. A Linear uses ΔW = ΔM; a conv puts ΔM on
-its kernel's centre tap, i.e. a pointwise projection fused into the k×k kernel (spec 1.3).
+its kernel's centre tap, i.e. a pointwise projection fused into the k×k kernel.
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ __all__ = [
     "resolve_rank",
 ]
 
-#: Library defaults (sp_adapters v0.7.1, spec 1.2). The SPA runs used init_range 1e-4 with ranks 8 and 32.
+#: Library defaults (sp_adapters v0.7.1). The SPA runs used init_range 1e-4 with ranks 8 and 32.
 DEFAULT_RANK = 16
 DEFAULT_INIT_RANGE = 1e-4
 
 
 def resolve_rank(rank: float, out_features: int) -> int:
-    """Rank of the low-rank adapter (spec 1.2): an int r gives round(r); a float r < 1 is a fraction of the
+    """Rank of the low-rank adapter: an int r gives round(r); a float r < 1 is a fraction of the
     output size, round(Co·r), at least 1 (the library could round to 0, which leaves nothing to train)."""
     if isinstance(rank, bool) or not isinstance(rank, numbers.Real) or not rank > 0:
         raise ValueError(f"rank must be a positive int or a fraction in (0, 1) of the output size, got {rank!r}")
@@ -45,7 +46,7 @@ def resolve_rank(rank: float, out_features: int) -> int:
 
 
 def init_adapter_(tensor: Tensor, init_range: float | None) -> None:
-    """U(±init_range), or, for a falsy init_range, kaiming_uniform_(a=√5) as torch's Linear (spec 1.2/1.4)."""
+    """U(±init_range), or, for a falsy init_range, kaiming_uniform_(a=√5) as torch's Linear."""
     with torch.no_grad():
         if init_range:
             nn.init.uniform_(tensor, -init_range, init_range)
@@ -54,7 +55,7 @@ def init_adapter_(tensor: Tensor, init_range: float | None) -> None:
 
 
 def centre_tap(matrix: Tensor, kernel_size: tuple[int, ...]) -> Tensor:
-    """(Co, Ci/G) → (Co, Ci/G, *kernel_size), zero except the centre tap (spec 1.3). Zero-padding keeps autograd
+    """(Co, Ci/G) → (Co, Ci/G, *kernel_size), zero except the centre tap. Zero-padding keeps autograd
     simple, never writes into a leaf, and uses no tensor shapes, so torch.fx can trace through an adapter."""
     pad: list[int] = []
     for k in reversed(kernel_size):  # F.pad lists the last dim first
@@ -134,7 +135,7 @@ class AdapterLayer(Adapter):
         self.weight.requires_grad_(False)
 
     def _ensure_frozen(self) -> None:
-        """W must stay frozen (spec 1.2); undo a stray ``requires_grad_(True)`` loudly, as the library does."""
+        """W must stay frozen; undo a stray ``requires_grad_(True)`` loudly, as the library does."""
         # not self.weight: torch.fx would hand back a Proxy. torch.nn.utils.prune keeps W as weight_orig meanwhile.
         weight = self._parameters.get("weight", self._parameters.get("weight_orig"))
         if weight is not None and weight.requires_grad:
@@ -153,11 +154,11 @@ class AdapterLayer(Adapter):
             adapter.reset_parameters()
 
     def adapted_weight(self) -> Tensor:
-        """W' = W + ΔW (spec 1.2/1.3)."""
+        """W' = W + ΔW."""
         return self.weight + self.delta_weight()
 
     def learned_parameter_count(self, in_mask: Tensor | None = None, out_mask: Tensor | None = None) -> int:
-        """ΔParams of this layer under channel masks (spec 1.6/1.7): a pruned output channel removes its row of
+        """ΔParams of this layer under channel masks: a pruned output channel removes its row of
         ΔM and its bias entry, a pruned input channel its column of ΔM. W is frozen and never counted.
 
         Masks are bool or 0/1 tensors over Ci/G (or Ci) and Co; None keeps every channel.
@@ -168,7 +169,7 @@ class AdapterLayer(Adapter):
         return self._adapter_count(n_in, n_out) + bias
 
     def to_module(self) -> nn.Module:
-        """The plain torch layer with weight = ``adapted_weight()`` exactly and the current bias (spec 1.8)."""
+        """The plain torch layer with weight = ``adapted_weight()`` exactly and the current bias."""
         plain = self._plain_layer()
         with torch.no_grad():
             plain.weight = nn.Parameter(self.adapted_weight().detach().clone())
@@ -177,7 +178,7 @@ class AdapterLayer(Adapter):
         return plain.train(self.training)
 
     def _copy_base(self, layer: nn.Module) -> None:
-        """Clone W (stays frozen) and b (a new trainable Parameter) from ``layer`` (spec 1.9)."""
+        """Clone W (stays frozen) and b (a new trainable Parameter) from ``layer``."""
         with torch.no_grad():
             self.weight.copy_(layer.weight)
             if self.bias is not None:
@@ -247,12 +248,12 @@ def _check_kernel(kernel_size: tuple[int, ...], what: str) -> None:
     if len(set(kernel_size)) != 1 or kernel_size[0] % 2 == 0:
         raise ValueError(
             f"{what}: kernel_size {tuple(kernel_size)} must have equal, odd sides for the adapter to sit on the "
-            "kernel's centre tap (spec 1.3)"
+            "kernel's centre tap"
         )
 
 
 class ConvAdapter(AdapterLayer):
-    """Family methods for adapters of nn.Conv1d/2d/3d: ΔW is ΔM on the centre tap (spec 1.3).
+    """Family methods for adapters of nn.Conv1d/2d/3d: ΔW is ΔM on the centre tap.
 
     The output equals that of the base conv plus a parallel 1×1 conv with ΔM and the same stride and groups when
     padding = dilation·(k−1)/2 (every ResNet, VGG and EfficientNet conv).
@@ -313,7 +314,7 @@ class ConvAdapter(AdapterLayer):
         return centre_tap(self.delta_matrix(), self.kernel_size)
 
     def forward(self, input: Tensor) -> Tensor:
-        # one conv with W + ΔW: the library has no separate low-memory path for convs (spec 1.3)
+        # one conv with W + ΔW: the library has no separate low-memory path for convs
         self._ensure_frozen()
         return self._conv_forward(input, self.adapted_weight(), self.bias)
 

@@ -1,4 +1,4 @@
-"""Putting adapters into a network and fusing them out again (spec 1.8, 1.9).
+"""Putting adapters into a network and fusing them out again, as sp_adapters v0.7.1 does.
 
 ``splora``/``sppara`` replace every layer whose type is exactly one of ``types`` (so an adapted layer or a torch
 subclass such as MultiheadAttention's out_proj is never wrapped), deep-copying the network unless ``inplace``.
@@ -43,7 +43,8 @@ _SPPARA: dict[type[nn.Module], type[nn.Module]] = {
     nn.Conv3d: SPPaRAConv3d,
 }
 
-#: Library defaults (spec 1.9). The SPA CNN experiments adapt only nn.Conv2d (head Linear and BN train in full).
+#: Library defaults (sp_adapters v0.7.1). The SPA CNN experiments adapt only nn.Conv2d (head Linear and BN train
+#: in full).
 SPLORA_TYPES: tuple[type[nn.Module], ...] = tuple(_SPLORA)
 SPPARA_TYPES: tuple[type[nn.Module], ...] = tuple(_SPPARA)
 
@@ -82,7 +83,7 @@ def splora(
     types: Iterable[type[nn.Module]] = SPLORA_TYPES,
     inplace: bool = False,
 ) -> nn.Module:
-    """``net`` with every layer of ``types`` replaced by its SPLoRA twin (spec 1.9).
+    """``net`` with every layer of ``types`` replaced by its SPLoRA twin.
 
     ``rank``: an int, or a float < 1 as a fraction of each layer's output size. The SPA CNN experiments call this
     with ``types=(nn.Conv2d,)``. Returns the converted network (a new object if ``net`` itself was converted).
@@ -102,7 +103,7 @@ def sppara(
     types: Iterable[type[nn.Module]] = SPPARA_TYPES,
     inplace: bool = False,
 ) -> nn.Module:
-    """``net`` with every conv of ``types`` replaced by its SPPaRA twin (spec 1.4, 1.9); Linear layers stay."""
+    """``net`` with every conv of ``types`` replaced by its SPPaRA twin; Linear layers stay."""
     table = _table(types, _SPPARA, "sppara")
 
     def convert(layer: nn.Module) -> nn.Module:
@@ -112,7 +113,7 @@ def sppara(
 
 
 def merge_adapters(net: nn.Module, inplace: bool = False) -> nn.Module:
-    """``net`` with every adapter replaced by ``to_module()``: plain torch layers holding W + ΔW (spec 1.8).
+    """``net`` with every adapter replaced by ``to_module()``: plain torch layers holding W + ΔW.
 
     Outputs equal those of the adapted network in eval mode.
     """

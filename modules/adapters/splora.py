@@ -1,8 +1,9 @@
-"""Structured Pruning Low-Rank Adapters, SPLoRA (Hedegaard et al., arXiv 2211.10155; spec 1.2, 1.3, 1.10).
+"""Structured Pruning Low-Rank Adapters, SPLoRA (Hedegaard et al., arXiv 2211.10155;
+sp_adapters v0.7.1 ``sp_adapters/splora.py``).
 
 ΔW = B·A with A (1, r, Ci/G) and B (1, Co, r): plain LoRA without an α/r scale. Pruning output channel c removes
 row c of B, pruning input channel j removes column j of A, so a pruned layer keeps r·(n_in + n_out) learned
-weights (spec 1.7).
+weights.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class LowRankMatrix(nn.Module):
     """The learned factors of a SPLoRA adapter: ``rows`` A (1, r, in) and ``cols`` B (1, out, r).
 
     ``forward()`` returns B·A (out, in). The leading 1 and the 3-D kaiming init (fan_in = r·in) follow the
-    library's ``LowRankMatrix`` so that initial values are distributed as in the published runs (spec 1.2).
+    library's ``LowRankMatrix`` (``sp_adapters/lora.py``) so that initial values are distributed as in the
+    published runs.
     """
 
     def __init__(
@@ -104,7 +106,7 @@ class _SPLoRA(AdapterLayer):
 
 
 class SPLoRALinear(_SPLoRA, LinearAdapter, nn.Linear):
-    """nn.Linear with frozen W and a rank-r adapter: y = x(W + BA)ᵀ + b (spec 1.2)."""
+    """nn.Linear with frozen W and a rank-r adapter: y = x(W + BA)ᵀ + b."""
 
     _plain = nn.Linear
 
@@ -133,7 +135,7 @@ class SPLoRALinear(_SPLoRA, LinearAdapter, nn.Linear):
 
 
 class _SPLoRAConv(_SPLoRA, ConvAdapter):
-    """SPLoRA on a conv: B·A on the kernel's centre tap, a rank-r pointwise path (spec 1.3)."""
+    """SPLoRA on a conv: B·A on the kernel's centre tap, a rank-r pointwise path."""
 
     def __init__(
         self,
@@ -170,25 +172,25 @@ class _SPLoRAConv(_SPLoRA, ConvAdapter):
 
 
 class SPLoRAConv1d(_SPLoRAConv, nn.Conv1d):
-    """nn.Conv1d with frozen W and a rank-r centre-tap adapter (spec 1.3)."""
+    """nn.Conv1d with frozen W and a rank-r centre-tap adapter."""
 
     _plain = nn.Conv1d
 
 
 class SPLoRAConv2d(_SPLoRAConv, nn.Conv2d):
-    """nn.Conv2d with frozen W and a rank-r centre-tap adapter (spec 1.3)."""
+    """nn.Conv2d with frozen W and a rank-r centre-tap adapter."""
 
     _plain = nn.Conv2d
 
 
 class SPLoRAConv3d(_SPLoRAConv, nn.Conv3d):
-    """nn.Conv3d with frozen W and a rank-r centre-tap adapter (spec 1.3)."""
+    """nn.Conv3d with frozen W and a rank-r centre-tap adapter."""
 
     _plain = nn.Conv3d
 
 
 class SPLoRAMultiheadAttention(Adapter):
-    """nn.MultiheadAttention whose q/k/v/out projections are SPLoRALinear layers (spec 1.10; ViT only).
+    """nn.MultiheadAttention whose q/k/v/out projections are SPLoRALinear layers (ViT only).
 
     q/k/v have no bias of their own: ``in_proj_bias`` (3E) holds theirs, as in torch. ``in_proj_weight`` is the
     concatenated adapted q/k/v weight when kdim = vdim = embed_dim. Forward takes and returns what
@@ -370,7 +372,7 @@ class SPLoRAMultiheadAttention(Adapter):
         return new.train(mha.training)
 
     def to_module(self) -> nn.MultiheadAttention:
-        """nn.MultiheadAttention with the adapted q/k/v/out weights and current biases (spec 1.8)."""
+        """nn.MultiheadAttention with the adapted q/k/v/out weights and current biases."""
         ref = self.out_proj.weight
         mha = nn.MultiheadAttention(
             self.embed_dim,

@@ -1,4 +1,5 @@
-"""Structured Pruning Parallel Residual Adapters, SPPaRA (Rebuffi et al. 2018 as structured in spec 1.4).
+"""Structured Pruning Parallel Residual Adapters, SPPaRA (Rebuffi et al. 2018;
+sp_adapters v0.7.1 ``sp_adapters/sppara.py``).
 
 A full pointwise matrix P (Co, Ci/G), initialised U(±init_range), on the kernel's centre tap: W' = W + centre(P).
 Pruning removes the same rows and columns of P as of W, so a pruned conv keeps n_in·n_out learned weights.
@@ -45,7 +46,7 @@ class ParallelMatrix(nn.Module):
 
 
 class _SPPaRAConv(ConvAdapter):
-    """SPPaRA on a conv (spec 1.4). Conv only, as in the library."""
+    """SPPaRA on a conv. Conv only, as in the library."""
 
     adapter: ParallelMatrix
 
@@ -100,18 +101,18 @@ class _SPPaRAConv(ConvAdapter):
 
 
 class SPPaRAConv1d(_SPPaRAConv, nn.Conv1d):
-    """nn.Conv1d with frozen W and a full pointwise centre-tap adapter P (spec 1.4)."""
+    """nn.Conv1d with frozen W and a full pointwise centre-tap adapter P."""
 
     _plain = nn.Conv1d
 
 
 class SPPaRAConv2d(_SPPaRAConv, nn.Conv2d):
-    """nn.Conv2d with frozen W and a full pointwise centre-tap adapter P (spec 1.4)."""
+    """nn.Conv2d with frozen W and a full pointwise centre-tap adapter P."""
 
     _plain = nn.Conv2d
 
 
 class SPPaRAConv3d(_SPPaRAConv, nn.Conv3d):
-    """nn.Conv3d with frozen W and a full pointwise centre-tap adapter P (spec 1.4)."""
+    """nn.Conv3d with frozen W and a full pointwise centre-tap adapter P."""
 
     _plain = nn.Conv3d

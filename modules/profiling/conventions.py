@@ -38,10 +38,11 @@ FLOPs are counted in one of three conventions (``CONVENTIONS``); all of them cou
     (the net registers it with ``register_pool_like``).
 
 ``"co3d_published"``
-    The convention of the Co3D paper's GFLOPs column (Hedegaard & Iosifidis, arXiv 2106.00050, results table;
-    spec video.md A5): ptflops as it met the ``continual-inference`` library (LukasHedegaard/continual-inference)
-    and ``co3d``, which reproduces every row of the table within 1.5 % (its rounding). It is ``"ptflops"`` with
-    two artefacts of that set-up, both in frame mode only (clip rows ran in plain forward mode):
+    The convention of the Co3D paper's GFLOPs column (Hedegaard & Iosifidis, arXiv 2106.00050, results table,
+    also in the LukasHedegaard/co3d README): ptflops as it met the ``continual-inference`` library
+    (LukasHedegaard/continual-inference) and ``co3d``, which reproduces every row of the table within 1.5 % (its
+    rounding). It is ``"ptflops"`` with two artefacts of that set-up, both in frame mode only (clip rows ran in plain
+    forward mode):
 
     1. *Norms and activations count twice per step.* ``co.Sequential`` calls each child as ``module(x)`` with
        ``call_mode="forward_steps"`` ("ptflops only works when __call__ is triggered", ``continual/container.py``).

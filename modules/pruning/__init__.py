@@ -1,6 +1,6 @@
-"""Channel pruning (spec ``spa.md`` §2): the channel graph of a net, masks and how they act, criteria and the
-global selection, the prune schedule, LRP relevance, export to a dense smaller net, and ΔParams/FLOPs counting.
-Torch only."""
+"""Channel pruning as in Hedegaard et al., arXiv 2211.10155: the channel graph of a net, masks and how they act,
+criteria and the global selection, the prune schedule, LRP relevance, export to a dense smaller net, and
+ΔParams/FLOPs counting. Torch only."""
 
 from . import counting
 from .counting import *  # noqa: F403  (ΔParams/FLOPs counting keeps its own __all__)

@@ -1,5 +1,4 @@
-"""Learned parameters ΔParams = ‖ΔW‖₀ and FLOPs of a channel-pruned net, in two conventions (spec ``spa.md`` 1.7,
-4.2).
+"""Learned parameters ΔParams = ‖ΔW‖₀ and FLOPs of a channel-pruned net, in two conventions.
 
 * ``legacy``: what ``channel-spa-experiments`` logged and Table 1 reports. ΔParams takes each conv's input count
   from the *previous conv in module order* (wrong for downsample convs and residual sums) and counts every BN and
@@ -36,7 +35,7 @@ Masks = Mapping[str, Tensor]
 _METHODS = ("finetune", "splora", "sppara")
 _CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-# modules the legacy FLOP counter (ptflops-derived, spec 4.2) counts at numel(input)
+# modules the legacy FLOP counter (ptflops-derived ``src/flops_counter_mask.py``) counts at numel(input)
 _ACTIVATIONS = (nn.ReLU, nn.PReLU, nn.ELU, nn.LeakyReLU, nn.ReLU6)
 _POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d, nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d)
 
@@ -163,7 +162,7 @@ def delta_params(
     input_size: tuple[int, ...] = (1, 3, 32, 32),
     legacy_unmasked_full: bool = False,
 ) -> int:
-    """Learned parameters ΔParams = ‖ΔW‖₀ of ``net`` under channel ``masks`` (spec 1.7).
+    """Learned parameters ΔParams = ‖ΔW‖₀ of ``net`` under channel ``masks``.
 
     ``method`` (``finetune``, ``splora``, ``sppara``) defaults to the kind of the net's adapter layers (or
     ``finetune``); an explicit one must agree with them. ``rank`` is the SPLoRA rank for convs that are not
@@ -269,7 +268,7 @@ def _exact_params(
 def _analytic_adapter(
     m: nn.Module, name: str, method: Method, rank: int | None, out_mask: Tensor, in_mask: Tensor | None
 ) -> int:
-    """ΔParams of the adapter ``m`` would get (spec 1.3/1.4): SPLoRA r·(n_in + n_out) with n_in over Ci/G (column j
+    """ΔParams of the adapter ``m`` would get: SPLoRA r·(n_in + n_out) with n_in over Ci/G (column j
     lives while channel j of any group is kept), SPPaRA the live (out, in) pairs; the bias trains when present."""
     n_out = int(out_mask.sum())
     bias = n_out if m.bias is not None else 0
@@ -348,7 +347,7 @@ def masked_flops(
     """Multiply-accumulates of one forward of ``zeros(input_size)`` under channel ``masks`` (called FLOPs, as in
     the paper).
 
-    ``convention="legacy"`` is ``src/flops_counter_mask.py`` (spec 4.2), module hooks in eval mode:
+    ``convention="legacy"`` is channel-spa-experiments ``src/flops_counter_mask.py``, module hooks in eval mode:
     conv k_h·k_w·Ci·(out // G)·H_out·W_out with out = Co − pruned (**Ci not reduced**) + out·H_out·W_out for a
     bias; BatchNorm 2·numel(input) if affine; nn.ReLU/PReLU/ELU/LeakyReLU/ReLU6 and nn.MaxPool/AvgPool numel(input);
     Linear numel(input)·out. Functional ops (F.relu), adaptive pools and residual adds are not counted. The

@@ -1,4 +1,5 @@
-"""Per-channel pruning scores and the global selection (spec ``spa.md`` §2.2–2.4, ``src/filterprune.py``).
+"""Per-channel pruning scores and the global selection (LukasHedegaard/channel-spa-experiments
+``src/filterprune.py``).
 
 A ranking pass feeds every training batch to ``ChannelScorer.update`` (no optimiser step), then ``normalised()``
 rescales per layer and ``select`` picks the n globally lowest channels.
@@ -100,7 +101,7 @@ class ChannelScorer:
         handles = [conv.register_forward_hook(keep(name)) for name, conv in self.graph.layers.items()]
         try:
             with torch.enable_grad():
-                # the input needs grad so that convs of a frozen net (VGG features, §3.1) still get ∂L/∂a
+                # the input needs grad so that convs of a frozen net (VGG features, frozen as published) still get ∂L/∂a
                 x = x.detach().requires_grad_(x.is_floating_point())
                 loss = loss_fn(self.net(x), y)
                 names = list(outputs)
@@ -118,7 +119,7 @@ class ChannelScorer:
         return values
 
     def normalised(self, norm: bool = True) -> dict[str, Tensor]:
-        """The accumulated scores, rescaled per layer as the published ``--norm`` did (spec §2.3)."""
+        """The accumulated scores, rescaled per layer as the published ``--norm`` did."""
         return normalise(self.scores, self.masks, self.criterion, norm)
 
 
@@ -153,7 +154,7 @@ def select(
     *,
     graph: ChannelGraph | None = None,
 ) -> dict[str, Tensor]:
-    """The ``n`` globally lowest-scored unpruned channels, ``{conv: sorted indices}`` (spec §2.4).
+    """The ``n`` globally lowest-scored unpruned channels, ``{conv: sorted indices}``.
 
     Layers are taken in name order and ties go to the earlier layer and lower index (``heapq.nsmallest`` on the
     concatenation, as published). A channel that would be its layer's last is passed over for the next one (the

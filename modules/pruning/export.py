@@ -1,5 +1,5 @@
-"""A pruned net as a dense smaller one: adapters fused, pruned channels physically removed (spec ``spa.md`` §1.8:
-"after pruning, fused weights are sliced by the masks, giving dense smaller convs").
+"""A pruned net as a dense smaller one: adapters fused, then pruned channels physically removed from the fused
+weights.
 
 What goes: channel c of conv X where X's mask drops it and, if X is in a residual group, every member of the group
 drops it too (the sum carries the channel otherwise; the union is kept), and X is not pinned by the graph. Slicing
@@ -63,7 +63,7 @@ def export_pruned(net: nn.Module, graph: ChannelGraph, masks: Mapping[str, Tenso
     graph.check(net)
     model = copy.deepcopy(net)
     strip_mask_hooks(model)
-    model = merge_adapters(model, inplace=True)  # adapters → plain layers with W + ΔW (spec §1.8)
+    model = merge_adapters(model, inplace=True)  # adapters → plain layers with W + ΔW
     modules = dict(model.named_modules())
     keep = export_keep(graph, masks)
     with torch.no_grad():

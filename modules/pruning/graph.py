@@ -1,6 +1,6 @@
-"""Which conv's output channels reach which layer's input channels: the channel graph of a net (spec ``spa.md``
-§1.6–1.7 [rec]: "compute n_in from the real producer ... for a residual sum, the input mask is the OR of the
-contributing producers"; §2.4 [rec]: residual coupling).
+"""Which conv's output channels reach which layer's input channels: the channel graph of a net. It gives each
+layer's input channels from their true producers (a residual sum keeps a channel if any summand does) for the
+``exact`` counts, and the residual-coupled groups for ``coupling="group"``.
 
 The net is traced with ``torch.fx``; convs, linears, norms and attention (adapter subclasses included) are leaves.
 Each tensor in the trace carries the set of prunable convs whose output channels it holds, index for index:
@@ -84,7 +84,7 @@ _NONE = _Flow()
 
 
 def is_prunable(m: nn.Module) -> bool:
-    """Every ``nn.ConvNd`` (adapters included) has prunable output channels (spec §2.4); transposed convs do not."""
+    """Every ``nn.ConvNd`` (adapters included) has prunable output channels, as published; transposed convs do not."""
     return isinstance(m, _CONVS)
 
 

@@ -1,5 +1,5 @@
-"""Layer-wise relevance propagation to every conv output, for the ``lrp`` criterion (Yeom et al. 2021; spec
-``spa.md`` §2.2, ``utils/lrp_general6.py`` of the published code).
+"""Layer-wise relevance propagation to every conv output, for the ``lrp`` criterion (Yeom et al. 2021;
+LukasHedegaard/channel-spa-experiments ``utils/lrp_general6.py``).
 
 Rules, as the published ResNet wrapper set them (``lrp_params_def1``):
 
@@ -7,14 +7,14 @@ Rules, as the published ResNet wrapper set them (``lrp_params_def1``):
   [−2.118, 2.640], bias ignored;
 * every other conv: z⁺ (α1β0), z = W⁺·x⁺ + W⁻·x⁻ (the positive contributions), bias ignored;
 * conv and its BatchNorm are folded first (W·γ/√(σ²+ε), running statistics); the weight is the *base* weight of an
-  adapter layer (the published wrapper copied ``conv.weight``, so SPLoRA/SPPaRA deltas were ignored, §7);
+  adapter layer (the published wrapper copied ``conv.weight``, so SPLoRA/SPPaRA deltas were ignored);
 * linear, residual sum, average pooling: ε-rule, ε = 1e-6 (the linear's bias is part of z);
 * ReLU, BN (folded), dropout, flatten: relevance passes unchanged; max pooling passes it to the winners.
 
 The initial relevance is one-hot on the target (the published ``output·T / Σ output·T``). Activations are the net's
 own forward (its mode, its adapters); the published wrapper's quirk of renormalising with batch statistics in reset
-BNs (§2.2) is not reproduced. Anything else (attention, concat, SE gates...) raises ``LRPError``, as the original
-supported ResNets only.
+BNs (it was never put in eval mode) is not reproduced. Anything else (attention, concat, SE gates...) raises
+``LRPError``, as the original supported ResNets only.
 """
 
 from __future__ import annotations
@@ -110,7 +110,7 @@ def sum_eps(inputs: Sequence[Tensor], relevance: Tensor, eps: float = EPS, total
 
 
 def folded_weight(conv: nn.Module, bn: nn.Module | None) -> Tensor:
-    """The base weight with the following BatchNorm folded in: W · γ / √(running σ² + ε) (spec §2.2)."""
+    """The base weight with the following BatchNorm folded in: W · γ / √(running σ² + ε)."""
     w = conv.weight.detach()
     if bn is None:
         return w
@@ -279,7 +279,7 @@ def conv_relevance(
     """LRP relevance at each conv output of ``graph.net`` for inputs ``x`` and target classes ``target``.
 
     The net runs forward once (in its current train/eval mode, masks hooks included), then relevance flows back
-    by the rules in the module docstring. The ``lrp`` score of channel c is Σ_{n,h,w} |R_c| (spec §2.2).
+    by the rules in the module docstring. The ``lrp`` score of channel c is Σ_{n,h,w} |R_c|.
     """
     graph.check(graph.net)
     recorder = _Recorder(graph.module)

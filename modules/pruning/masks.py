@@ -1,12 +1,13 @@
-"""Output-channel masks of a net's convs, and the two ways of making them act (spec ``spa.md`` §1.6).
+"""Output-channel masks of a net's convs, and the two ways of making them act (``paper/structured-pruning-adapters.md``,
+known defects).
 
-* ``enforced`` (the recommendation, §1.6 [rec]): forward hooks zero the pruned channels of each conv's output, which
+* ``enforced`` (the default): forward hooks zero the pruned channels of each conv's output, which
   equals masking the rows of W + ΔW and of b (for adapters too), and, with ``mask_bn``, the same after the
   BatchNorm that follows, so a pruned channel is zero downstream whatever the optimiser does to its weights.
   Consumers' inputs are masked by their producers' masks (= masking the columns of W + ΔW). A net pruned this way
   exports exactly to a smaller dense one (``export_pruned``).
-* ``legacy`` (what ``src/prune_layer.py`` did, §1.6 [code]): the rows of the base W (and b) of the convs pruned
-  since the last call are zeroed once, in place; no hooks, adapter rows (B, P) and BN untouched. Fine-pruned
+* ``legacy`` (what channel-spa-experiments ``src/prune_layer.py`` did): the rows of the base W (and b) of the convs
+  pruned since the last call are zeroed once, in place; no hooks, adapter rows (B, P) and BN untouched. Fine-pruned
   filters regrow during recovery and SPLoRA keeps adding B_c·A to "pruned" channels, as in the published runs.
 """
 
@@ -55,7 +56,7 @@ class ChannelMasks(Mapping[str, Tensor]):
 
     @property
     def total(self) -> int:
-        """T, the number of filters before pruning (spec §2.1)."""
+        """T, the number of filters before pruning."""
         return sum(m.numel() for m in self._masks.values())
 
     @property
@@ -68,7 +69,7 @@ class ChannelMasks(Mapping[str, Tensor]):
 
     @property
     def density(self) -> float:
-        """Fraction of filters kept: the tables' "density" (spec §2.1: filters, not weights)."""
+        """Fraction of filters kept: the tables' "density" (filters, not weights, as the published code counted)."""
         return self.num_kept / self.total
 
     def prune(self, name: str, idx: Sequence[int] | Tensor) -> int:
@@ -183,7 +184,7 @@ def apply_masks(
     mode: Mode = "enforced",
     mask_bn: bool = True,
 ) -> MaskHandle:
-    """Make ``masks`` act on ``net`` (spec §1.6). Call again after each prune step: hooks are replaced, never
+    """Make ``masks`` act on ``net``. Call again after each prune step: hooks are replaced, never
     stacked (enforced hooks read the masks live, so after ``ChannelMasks.prune`` they are already up to date).
 
     ``enforced``: pruned output channels of each conv (and, if ``mask_bn``, of each BatchNorm over them) are exactly

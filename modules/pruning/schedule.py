@@ -1,4 +1,5 @@
-"""The prune-recover schedule of the published runs (spec ``spa.md`` §2.1, ``src/prune_resnet.py::prune``).
+"""The prune-recover schedule of the published runs (LukasHedegaard/channel-spa-experiments
+``src/prune_resnet.py::prune``).
 
 ``n = int(T·pr_step)`` filters go per step, ``K = int(int(T/n)·total_pr)`` steps: with the defaults (5%, 0.9501)
 that is 19 steps, densities 1.00, 0.95, ..., 0.05 (counted in filters, not weights).

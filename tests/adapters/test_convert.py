@@ -1,4 +1,4 @@
-"""Conversion of networks to SPLoRA/SPPaRA and fusion back to plain layers (spec 1.8, 1.9, 5)."""
+"""Conversion of networks to SPLoRA/SPPaRA and fusion back to plain layers (sp_adapters v0.7.1 and its tests)."""
 
 from __future__ import annotations
 
@@ -148,7 +148,7 @@ def test_counts_and_state_dict_round_trip() -> None:
     anet = splora(small_cnn(), 2, types=(nn.Conv2d,))
     learned = sum(m.learned_parameter_count() for m in adapter_layers(anet).values())
     assert learned == 2 * (3 + 8) + 2 * (8 + 16)
-    bn_and_head = 2 * 8 + 2 * 16 + 16 * 10 + 10  # BN γ,β and the head train in full (spec 1.9)
+    bn_and_head = 2 * 8 + 2 * 16 + 16 * 10 + 10  # BN γ,β and the head train in full, as in the CNN runs
     assert trainable_parameter_count(anet) == learned + bn_and_head
     keys = list(anet.state_dict())
     assert keys[:3] == ["0.weight", "0.adapter.rows", "0.adapter.cols"] and "8.weight" in keys
@@ -176,8 +176,8 @@ def test_converted_net_moves_to_float64() -> None:
 
 
 def test_resnet50_cifar_counts_match_table_1() -> None:
-    # spec 1.7: ResNet-50 with the CIFAR 3×3 stem and 10 classes; BN and head train in full. Built on the meta
-    # device: the counts need shapes only.
+    # Table 1 of arXiv 2211.10155: ResNet-50 with the CIFAR 3×3 stem and 10 classes; BN and head train in full.
+    # Built on the meta device: the counts need shapes only.
     import torchvision
 
     with torch.device("meta"):

@@ -1,4 +1,5 @@
-"""SPLoRA layers (spec 1.2, 1.3, 1.6-1.8, 1.10) mirroring the library's tests (spec 5), plus exactness checks."""
+"""SPLoRA layers mirroring the library's tests (sp_adapters v0.7.1 ``tests/test_splora.py``), plus exactness
+checks."""
 
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def test_linear_copies_trains_adapter_only_and_counts() -> None:
     assert not torch.equal(sp.bias, lin.bias)
     assert not torch.equal(sp.adapter.rows, rows) and not torch.equal(sp.adapter.cols, cols)
 
-    # spec 5: r·n_in + r·n_out + n_out(bias) = 2·4 + 2·2 + 2
+    # the library's test: r·n_in + r·n_out + n_out(bias) = 2·4 + 2·2 + 2
     assert sp.learned_parameter_count(IN_MASK, OUT_MASK) == 14
     assert sp.learned_parameter_count(IN_MASK.int(), OUT_MASK.float()) == 14  # 0/1 masks too
     assert sp.learned_parameter_count() == trainable_parameter_count(sp) == 2 * 9 + 2 * 4 + 4
@@ -148,7 +149,7 @@ def test_conv_copies_trains_adapter_only_and_counts(nd: int) -> None:
         assert not torch.equal(sp.bias, conv.bias)
     assert not torch.equal(sp.adapter.rows, rows) and not torch.equal(sp.adapter.cols, cols)
 
-    # spec 5: 4r + 2r (+2), independent of the kernel size
+    # the library's test: 4r + 2r (+2), independent of the kernel size
     assert sp.learned_parameter_count(IN_MASK, OUT_MASK) == 4 * rank + 2 * rank + (2 if bias else 0)
     assert sp.learned_parameter_count() == trainable_parameter_count(sp)
 
@@ -176,7 +177,7 @@ def test_conv_delta_sits_on_centre_tap(nd: int) -> None:
 
 @pytest.mark.parametrize("nd", [1, 2, 3])
 def test_conv_adapter_equals_parallel_pointwise_conv(nd: int) -> None:
-    # spec 1.3: with padding = dilation·(k−1)/2 the centre tap reads the same pixel as a 1×1 conv, same stride
+    # with padding = dilation·(k−1)/2 the centre tap reads the same pixel as a 1×1 conv, same stride
     torch.manual_seed(0)
     k, dilation, stride = 3, 2, 2
     sp = CONVS[nd][1](
@@ -367,7 +368,8 @@ def test_mha_in_transformer_encoder_layer_matches_fused_in_eval() -> None:
 
 
 def test_legacy_prune_pattern_keeps_base_frozen_and_adapter_alive() -> None:
-    # spec 1.6: the published code zeroes filters once via prune.custom_from_mask + remove and leaves B rows alone
+    # channel-spa-experiments ``src/prune_layer.py`` zeroes filters once via prune.custom_from_mask + remove and
+    # leaves B rows alone
     from torch.nn.utils import prune
 
     torch.manual_seed(0)

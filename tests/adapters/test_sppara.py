@@ -1,4 +1,4 @@
-"""SPPaRA conv layers (spec 1.4, 1.6-1.8) mirroring the library's tests (spec 5)."""
+"""SPPaRA conv layers mirroring the library's tests (sp_adapters v0.7.1 ``tests/test_sppara.py``)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def test_conv_copies_trains_adapter_only_and_counts(nd: int) -> None:
         assert not torch.equal(sp.bias, conv.bias)
     assert not torch.equal(sp.adapter.weight, p0)
 
-    # spec 5: n_in·n_out (+ n_out) = 4·2 (+2)
+    # the library's test: n_in·n_out (+ n_out) = 4·2 (+2)
     assert sp.learned_parameter_count(IN_MASK, OUT_MASK) == 4 * 2 + (2 if bias else 0)
     assert sp.learned_parameter_count() == trainable_parameter_count(sp)
 
@@ -72,7 +72,7 @@ def test_grouped_conv_count_and_centre_tap() -> None:
     sp = SPPaRAConv2d.from_module(nn.Conv2d(10, 4, 3, groups=2), init_range=0.1)
     assert sp.adapter.weight.shape == (4, 5)
     in_mask = torch.tensor([1, 0, 1, 1, 0], dtype=torch.bool)
-    assert sp.learned_parameter_count(in_mask, OUT_MASK) == 3 * 2 + 2  # spec 5
+    assert sp.learned_parameter_count(in_mask, OUT_MASK) == 3 * 2 + 2  # the library's test
     delta = sp.delta_weight()
     assert torch.equal(delta[:, :, 1, 1], sp.adapter.weight)
     delta[:, :, 1, 1] = 0

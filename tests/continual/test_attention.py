@@ -155,7 +155,7 @@ def test_streams_in_a_batch_are_independent(cls: AttentionClass) -> None:
 
 @pytest.mark.parametrize("scale", [10.0, 100.0])
 def test_retroactive_is_exact_for_large_logits(scale: float) -> None:
-    """Spec section 5, defect 4: the reference library overflows to NaN at x10 with E=8."""
+    """Library defect 4 (``paper/continual-inference.md``): the reference library overflows to NaN at x10 with E=8."""
     torch.manual_seed(5)
     mha = _nn_mha(torch.float64)
     module = RetroactiveMultiheadAttention.build_from(mha, N).eval()

@@ -1,6 +1,7 @@
-"""One test per defect of the public continual-inference library (spec continual-core.md, section 5).
+"""One test per defect of the public continual-inference library (numbered as in
+``paper/continual-inference.md``).
 
-Each test fails on the behaviour the spec verified in that library. Attention and transformer defects (4, 5, 8)
+Each test fails on the library's behaviour (v1.2.4). Attention and transformer defects (4, 5, 8)
 are tested in test_attention.py / test_transformer.py as well; they are repeated here so the list is complete.
 Defect 11 (ONNX export under torch's dynamo exporter) has no counterpart: this core has no ONNX exporter.
 """

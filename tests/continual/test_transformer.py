@@ -96,7 +96,7 @@ def test_encoder_is_exact_in_float64(num_layers: int, norm_first: bool) -> None:
 
 
 def test_three_layers_construct_from_one_layer_and_are_exact() -> None:
-    """Spec section 5, defect 5: the reference library fails to build num_layers=3."""
+    """Library defect 5 (``paper/continual-inference.md``): the reference library fails to build num_layers=3."""
     torch.manual_seed(20)
     layer = TransformerEncoderLayer(E, H, FF, dropout=0.0, sequence_len=N)
     encoder = TransformerEncoder(layer, num_layers=3, norm=nn.LayerNorm(E)).eval()
@@ -120,7 +120,7 @@ def test_three_layers_construct_from_one_layer_and_are_exact() -> None:
 
 
 def test_gelu_is_gelu() -> None:
-    """Spec section 5, defect 5: the reference library silently used ReLU for activation="gelu"."""
+    """Library defect 5 (``paper/continual-inference.md``): the reference library used ReLU for activation="gelu"."""
     torch.manual_seed(21)
     gelu_ref = _nn_encoder(2, activation="gelu")
     relu_ref = _nn_encoder(2, activation="relu")

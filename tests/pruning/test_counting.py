@@ -1,4 +1,5 @@
-"""ΔParams and FLOPs under channel masks (spec spa.md 1.7, 4.2): the published numbers and hand counts."""
+"""ΔParams and FLOPs under channel masks (``paper/structured-pruning-adapters.md``): the published numbers and hand
+counts."""
 
 from __future__ import annotations
 
@@ -62,7 +63,7 @@ def resnet50_cifar() -> nn.Module:
     return build("resnet50_cifar", num_classes=10)
 
 
-# --- the published numbers (spec 1.7, 4.2) --------------------------------------------------------------------
+# --- the published numbers (arXiv 2211.10155, Table 1) --------------------------------------------------------
 @pytest.mark.parametrize(
     ("method", "rank", "expected"),
     [("finetune", None, 23_520_842), ("splora", 32, 1_644_522), ("splora", 8, 466_338), ("sppara", None, 13_459_530)],
@@ -78,7 +79,7 @@ def test_table1_flops(resnet50_cifar: nn.Module) -> None:
 
 
 def test_adapted_resnet50_reads_method_and_rank_from_its_layers(resnet50_cifar: nn.Module) -> None:
-    adapted = splora(resnet50_cifar, 32, types=(nn.Conv2d,))  # the CNN runs adapt convs only (spec 1.9)
+    adapted = splora(resnet50_cifar, 32, types=(nn.Conv2d,))  # the CNN runs adapt convs only
     assert infer_method(adapted) == "splora"
     assert delta_params(adapted, convention="legacy") == 1_644_522
     assert delta_params(adapted, convention="exact") == 1_644_522  # unpruned: the conventions agree
@@ -216,7 +217,7 @@ def test_counting_leaves_the_net_as_it_was() -> None:
 
 
 def test_frozen_vgg_features_count_nothing_under_fine_pruning() -> None:
-    """The published VGG runs froze ``features`` (spec 3.1): fine-pruning trains the classifier only. Its first
+    """The published VGG runs froze ``features``: fine-pruning trains the classifier only. Its first
     Linear reads the flattened 512×7×7 map, so a pruned last conv removes 49 inputs per channel."""
     with torch.device("meta"):  # counting needs shapes only
         vgg = build("vgg16", num_classes=10, freeze_features=True)

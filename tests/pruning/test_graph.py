@@ -176,7 +176,7 @@ def test_tracing_leaves_bn_statistics_alone() -> None:
 def test_resnet50_filter_count_and_schedule() -> None:
     g = ChannelGraph(build("resnet50_cifar", num_classes=10), X)
     masks = ChannelMasks.from_graph(g)
-    assert len(g.layers) == 53 and masks.total == 26_560  # spec §2.1
+    assert len(g.layers) == 53 and masks.total == 26_560  # as published
     # each stage's downsample and every block's conv3 are summed into one residual stream
     assert [len(group) for group in g.groups] == [1 + 3, 1 + 4, 1 + 6, 1 + 3]
     schedule = PruneSchedule.from_masks(masks)

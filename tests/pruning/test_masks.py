@@ -153,7 +153,7 @@ def test_legacy_zeroes_rows_once_and_filters_regrow() -> None:
         opt.zero_grad()
         F.cross_entropy(net(X), torch.tensor([0, 1, 2, 3])).backward()
         opt.step()
-    assert (net.layer2.conv1.weight[[1, 2]] != 0).any()  # fine-pruned filters regrow (spec §1.6)
+    assert (net.layer2.conv1.weight[[1, 2]] != 0).any()  # fine-pruned filters regrow, as in the published runs
 
 
 def test_legacy_leaves_adapters_contributing() -> None:

@@ -1,4 +1,4 @@
-"""PruneSchedule: the published step arithmetic (spec §2.1)."""
+"""PruneSchedule: the published step arithmetic (``paper/structured-pruning-adapters.md``)."""
 
 from __future__ import annotations
 

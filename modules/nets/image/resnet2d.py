@@ -1,10 +1,10 @@
-"""2-D ResNets of the SPA study (spec ``specs/spa.md`` §3.1), as the published code built them.
+"""2-D ResNets of the SPA study (Hedegaard et al., arXiv 2211.10155), as the published code built them.
 
 ResNet (He et al., "Deep Residual Learning for Image Recognition", CVPR 2016) in the kuangliu/pytorch-cifar style
 that ``channel-spa-experiments`` used, with torchvision's ``state_dict`` key names (``conv1``, ``bn1``,
 ``layerX.Y.convZ``/``bnZ``, ``layerX.Y.downsample.0``/``.1``, ``fc``) so torchvision ImageNet weights load 1:1:
 
-* ReLU is applied functionally (``F.relu``). The published FLOP counter counts ``nn.ReLU`` modules only (§4.2), so
+* ReLU is applied functionally (``F.relu``). The published FLOP counter counts ``nn.ReLU`` modules only, so
   this is what makes it give the published 1,304.7M for ResNet-50 on CIFAR.
 * **No maxpool**, with either stem. Stem ``cifar``: 3×3 stride 1 padding 1 (32×32 inputs); ``imagenet``: 7×7
   stride 2 padding 3 (224×224 inputs).
@@ -15,7 +15,7 @@ that ``channel-spa-experiments`` used, with torchvision's ``state_dict`` key nam
 ``avg_pool2d(W_7x7, 2)`` (7×7 → 3×3), as the published code did. The same conversion is registered as the
 ``torchvision-resnet`` checkpoint format, so ``build("resnet50_cifar", weights="resnet50-0676ba61.pth")`` works.
 
-ResNet-50 with the CIFAR stem: 53 convs, T = 26,560 filters (§2.1), 23,520,842 parameters with 10 classes.
+ResNet-50 with the CIFAR stem: 53 convs, T = 26,560 filters, 23,520,842 parameters with 10 classes.
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def _accepts_torchvision(net: nn.Module, raw: Mapping[str, Any]) -> bool:
 
 def convert_torchvision_resnet(net: nn.Module, raw: Mapping[str, Any]) -> dict[str, Tensor]:
     """A torchvision ResNet state dict in ``net``'s shapes: a 7×7 stem becomes ``avg_pool2d(W, 2)`` (3×3) for the
-    CIFAR stem (spec §3.1), and ``fc`` is dropped when its class count differs from ``net``'s (logged)."""
+    CIFAR stem, and ``fc`` is dropped when its class count differs from ``net``'s (logged)."""
     state = {k: torch.as_tensor(v) for k, v in unwrap_state_dict(raw).items()}
     stem = state["conv1.weight"]
     if isinstance(net, ResNet) and net.conv1.kernel_size == (3, 3) and stem.shape[-2:] == (7, 7):
@@ -192,7 +192,7 @@ register_converter("torchvision-resnet", _accepts_torchvision, convert_torchvisi
 
 
 def _load_imagenet(net: ResNet, arch: str) -> None:
-    """Torchvision IMAGENET1K_V1 weights of ``arch`` into ``net``, without ``fc`` (spec §3.1)."""
+    """Torchvision IMAGENET1K_V1 weights of ``arch`` into ``net``, without ``fc``."""
     state = torchvision_model(arch, pretrained=True).state_dict()
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     state = convert_torchvision_resnet(net, state)

@@ -1,9 +1,9 @@
-"""Torchvision image classifiers of the SPA study (spec ``specs/spa.md`` §3.1), with their heads resized.
+"""Torchvision image classifiers of the SPA study (Hedegaard et al., arXiv 2211.10155), with their heads resized.
 
 * **VGG-16** (Simonyan & Zisserman, "Very Deep Convolutional Networks for Large-Scale Image Recognition", ICLR
   2015): torchvision's ``vgg16``; the last classifier layer is replaced by a ``Linear(4096, num_classes)``.
   ``freeze_features=True`` freezes every ``features`` parameter, as the published VGG runs did (fine-pruning then
-  trains the classifier only; SPLoRA adapters on the frozen convs still train). 13 convs, 4,224 filters (§2.1).
+  trains the classifier only; SPLoRA adapters on the frozen convs still train). 13 convs, 4,224 filters.
 * **ViT-B/16** (Dosovitskiy et al., "An Image is Worth 16x16 Words", ICLR 2021): torchvision's ``vit_b_16``; the
   head ``heads.head`` is replaced by a ``Linear(768, num_classes)``. ``image_size`` other than 224 with
   ``pretrained=True`` interpolates the position embedding (torchvision's ``interpolate_embeddings``).
@@ -67,7 +67,7 @@ def _freeze(module: nn.Module) -> None:
 def vgg16(*, num_classes: int = 10, pretrained: bool = False, freeze_features: bool = False) -> nn.Module:
     """Torchvision VGG-16 (without BN) with ``classifier[6]`` replaced by ``Linear(4096, num_classes)``.
 
-    ``freeze_features`` sets ``requires_grad=False`` on all ``features`` parameters (the published runs, §3.1).
+    ``freeze_features`` sets ``requires_grad=False`` on all ``features`` parameters (as the published runs did).
     Its ``AdaptiveAvgPool2d((7, 7))`` lets it run on inputs from 32×32 up (the study used 224×224).
     """
     net = torchvision_model("vgg16", pretrained=pretrained)

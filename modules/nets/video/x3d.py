@@ -17,8 +17,8 @@
   changing the per-frame cost), and the net emits one prediction per frame (temporal stride 1): ``forward_step``
   gives ``(B, num_classes)``, ``forward(clip)`` / ``forward_steps`` give ``(B, num_classes, T_out)``.
   **CoX3D is not X3D**: its SE blocks pool the current frame only (spatial average), where X3D's pool the whole
-  clip (spec A1 point 1), so outputs differ at equal weights; ``forward(clip)`` equals CoX3D's own stepping
-  (``forward_steps(clip, pad_end=True)``).
+  clip (LukasHedegaard/co3d ``models/cox3d/modules/x3d.py``), so outputs differ at equal weights; ``forward(clip)``
+  equals CoX3D's own stepping (``forward_steps(clip, pad_end=True)``).
 
 Temporal receptive field of CoX3D (each 3×3×3 conv adds 2 frames and pads 1; the stem's 5×1×1 adds 4 and pads 2;
 the pool adds ``temporal_window - 1``), checked in ``tests/nets/video/test_x3d.py`` against the Co3D paper's table:

@@ -1,4 +1,5 @@
-"""2-D ResNets of the SPA study (spec spa.md §3.1): torchvision keys and counts, stems, torchvision weights."""
+"""2-D ResNets of the SPA study (Hedegaard et al., arXiv 2211.10155): torchvision keys and counts, stems, torchvision
+weights."""
 
 from __future__ import annotations
 
@@ -45,8 +46,8 @@ def test_resnet50_cifar_has_the_published_filter_count() -> None:
         net = resnet50_cifar(num_classes=10)
     convs = _convs(net)
     assert len(convs) == 53
-    assert sum(c.out_channels for c in convs) == 26_560  # T of spec §2.1
-    assert sum(c.weight.numel() for c in convs) == 23_447_232  # spec §1.7
+    assert sum(c.out_channels for c in convs) == 26_560  # T, the filters of the published schedule
+    assert sum(c.weight.numel() for c in convs) == 23_447_232  # the conv part of Table 1's 23,520,842
     assert sum(p.numel() for p in net.parameters()) == 23_520_842
 
 

@@ -1,4 +1,4 @@
-"""Torchvision VGG-16 and ViT-B/16 wrappers of the SPA study (spec spa.md §3.1).
+"""Torchvision VGG-16 and ViT-B/16 wrappers of the SPA study (Hedegaard et al., arXiv 2211.10155).
 
 Their random initialisation takes seconds per net on one CPU thread, so the fast tests build them on the ``meta``
 device: structure, ``requires_grad`` and forward shapes are real, values are not computed.
@@ -44,7 +44,7 @@ def test_vgg16_head_filters_and_frozen_features(vgg: nn.Module) -> None:
     head = vgg.classifier[-1]
     assert isinstance(head, nn.Linear) and (head.in_features, head.out_features) == (4096, 7)
     convs = [m for m in vgg.modules() if isinstance(m, nn.Conv2d)]
-    assert len(convs) == 13 and sum(c.out_channels for c in convs) == 4_224  # spec §2.1
+    assert len(convs) == 13 and sum(c.out_channels for c in convs) == 4_224  # as published
     assert not any(p.requires_grad for p in vgg.features.parameters())
     assert all(p.requires_grad for p in vgg.classifier.parameters())
     # everything but the head is torchvision's VGG-16

@@ -1,6 +1,7 @@
 """Slow / I3D ResNet-50s, their continual twins CoSlow / CoI3D, R(2+1)D-18, and the checkpoint converters.
 
-Numbers asserted here are the Co3D paper's (Hedegaard & Iosifidis, arXiv 2106.00050, Table and spec A1/A5):
+Numbers asserted here are the Co3D paper's (Hedegaard & Iosifidis, arXiv 2106.00050,
+results table; receptive fields as in ``paper/continual-3d-cnns.md``):
 parameters, receptive fields / delays, and GFLOPs (multiply-accumulates / 1e9).
 """
 
@@ -121,7 +122,7 @@ def test_twins_share_slowfast_keys_and_kernels(arch):
 @pytest.mark.parametrize(
     ("name", "window", "rf", "padding", "delay", "stride"),
     [
-        ("coslow_8x8_r50", 8, 26, 9, 16, 1),  # spec A1 table: CoSlow, window 8
+        ("coslow_8x8_r50", 8, 26, 9, 16, 1),  # CoSlow, window 8 (``paper/continual-3d-cnns.md``)
         ("coslow_8x8_r50", 64, 82, 9, 72, 1),  # CoSlow₆₄
         ("coi3d_8x8_r50", 4, 42, 17, 24, 2),  # CoI3D: the 8-frame clip is 4 frames after the temporal pool
         ("coi3d_8x8_r50", 32, 98, 17, 80, 2),  # CoI3D₆₄

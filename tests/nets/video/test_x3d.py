@@ -131,7 +131,7 @@ def _saturate_se(net: nn.Module) -> None:
 
 
 def test_cox3d_equals_x3d_but_for_the_frame_scoped_se():
-    """Spec A1 point 1: CoX3D's SE pools each frame, X3D's the clip. With the SE made the identity the two nets
+    """CoX3D's SE pools each frame, X3D's the clip. With the SE made the identity the two nets
     are the same function; with it active they differ."""
     offline = randomize(nets.build("x3d_xs", num_classes=6, crop=SMALL_CROP)).eval()
     with torch.no_grad():  # sharper SE gates than the init's, so that their input shows in the output
