@@ -9,7 +9,9 @@ Reads CSVs only:
 * ``ntu60_profile.csv``: our profiler on the 12 nets (``make profile-skeletons``);
 * ``skeletons_runs.csv`` (optional): accuracies of the user's own runs, one row per run with the columns ``model``
   (a Table III name, e.g. ``CoST-GCN*``), ``streams`` (1 or 2), ``dataset`` (ntu60, ntu120, kinetics), ``subset``
-  (xsub, xview, xset; empty for kinetics), ``top1`` and optionally ``top5`` in percent.
+  (xsub, xview, xset; empty for kinetics), ``top1`` and optionally ``top5`` in percent. ``collect`` writes it from
+  the run directories of ``experiments.eval`` / ``experiments.train`` (``metrics.json`` beside ``config.yaml``):
+  the joint-stream test runs of the 12 nets, ``test/top1`` and ``test/top5`` (fractions) in percent.
 
 Writes ``ntu60_table2.{csv,md}`` (Table II: published beside measured params, GFLOPs in two conventions, peak
 memory and CPU predictions/s, and the original code's GFLOPs), ``skeletons_tables3to5.{csv,md}`` (published, ours
@@ -20,11 +22,13 @@ profile/runs CSVs if it has them and the committed reference copies otherwise; `
 RESULTS=reference``) replaces the committed files in ``paper/results`` and ``paper/figures``.
 
     python paper/skeletons.py [--set mine|reference|<name>] [--profile <csv>] [--runs <csv>]     # or: make figures
+    python paper/skeletons.py [--set mine] collect <run dir> [<run dir> ...] [--out <csv>] [--replace]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,6 +38,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+import yaml
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
@@ -127,6 +132,50 @@ def read_runs(path: Path) -> pd.DataFrame:
     mean = cells.pivot_table(index=["model", "streams"], columns="column", values="value", aggfunc="mean")
     count = runs.groupby(["model", "streams"]).size().rename("runs")  # one row per run
     return mean.add_suffix("_ours").join(count).reset_index()
+
+
+def _run_row(metrics_path: Path, names: dict[str, str]) -> dict[str, object] | str:
+    """One run's row of ``skeletons_runs.csv``, or why it is left out."""
+    config_path = metrics_path.parent / "config.yaml"
+    if not config_path.is_file():
+        return "no config.yaml beside it"
+    config = yaml.safe_load(config_path.read_text()) or {}
+    model, data = config.get("model") or {}, config.get("data") or {}
+    variant = model.get("variant")
+    if variant not in names:
+        return f"model.variant {variant!r} is not a Table II net"
+    if data.get("stream") != "joint":  # Tables III-V's S = 1 rows are joint; fused streams: experiments.streams
+        return f"stream {data.get('stream')!r}, not joint"
+    metrics = json.loads(metrics_path.read_text())
+    if "test/top1" not in metrics:
+        return "no test/top1 in metrics.json"
+    dataset = data.get("dataset")
+    subset = "" if dataset == "kinetics" else (data.get("subset") or "")
+    top5 = metrics.get("test/top5")
+    return {"model": names[variant], "streams": 1, "dataset": dataset, "subset": subset,
+            "top1": 100 * metrics["test/top1"], "top5": None if top5 is None else 100 * top5,
+            "run_dir": str(metrics_path.parent)}  # fmt: skip
+
+
+def collect(run_dirs: Sequence[Path], out: Path, replace: bool = False) -> pd.DataFrame:
+    """``skeletons_runs.csv`` from every ``metrics.json`` under ``run_dirs``; the runs left out are printed."""
+    if out.exists() and not replace:
+        raise ValueError(f"{out} exists: name another results set (--set <name>), another --out, or pass --replace")
+    names = dict(zip(*pd.read_csv(TABLE2_PUBLISHED)[["registry_name", "model"]].to_numpy().T))
+    rows = []
+    for metrics_path in sorted(p for d in run_dirs for p in Path(d).rglob("metrics.json")):
+        row = _run_row(metrics_path, names)
+        if isinstance(row, str):
+            print(f"left out {metrics_path}: {row}")
+        else:
+            rows.append(row)
+    if not rows:
+        raise ValueError(f"no joint-stream test run of a Table II net under {[str(d) for d in run_dirs]}")
+    runs = pd.DataFrame(rows)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(out, index=False)
+    print(f"wrote {out} ({len(runs)} runs)")
+    return runs
 
 
 def tables3to5(published: Path = TABLES3TO5_PUBLISHED, runs: Path | None = None) -> pd.DataFrame:
@@ -280,9 +329,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--runs", type=Path, help=f"the user's run accuracies (default: the set's {RUNS_NAME})")
     parser.add_argument("--results-dir", type=Path, help="where the tables go (default: the set's)")
     parser.add_argument("--figures-dir", type=Path, help="where the PNG goes (default: the set's)")
+    commands = parser.add_subparsers(dest="command")
+    gather = commands.add_parser("collect", help=f"the joint-stream test runs under run dirs -> {RUNS_NAME}")
+    gather.add_argument("run_dirs", type=Path, nargs="+", help="folders holding metrics.json + config.yaml")
+    gather.add_argument("--out", type=Path, help=f"default: the set's {RUNS_NAME}")
+    gather.add_argument("--replace", action="store_true", help="overwrite an existing --out file")
     args = parser.parse_args(argv)
     try:
-        build(args.set_name, args.profile, args.runs, args.results_dir, args.figures_dir)
+        if args.command == "collect":
+            out = args.out or set_dirs(args.set_name)[0] / RUNS_NAME
+            check_writable(args.set_name, out)
+            collect(args.run_dirs, out, args.replace)
+        else:
+            build(args.set_name, args.profile, args.runs, args.results_dir, args.figures_dir)
     except (ValueError, ReferenceSetError) as error:
         parser.exit(2, f"{parser.prog}: error: {error}\n")
 

@@ -4,6 +4,7 @@ results set without touching the committed ones, and the profile table and bench
 
 import hashlib
 import importlib.util
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -151,3 +152,30 @@ def test_make_targets_write_the_user_set_unless_reference_is_named() -> None:
     assert "bench_skeletons 'pairs=[{clip: st_gcn, continual: cost_gcn}]' compile=false" in bench
     assert "paper/skeletons.py --set mine" in _dry_run("figures")
     assert "paper/skeletons.py --set reference" in _dry_run("figures", "RESULTS=reference")
+
+
+def test_collect_reads_joint_test_runs_and_says_what_it_leaves_out(tmp_path: Path, capsys) -> None:
+    skeletons = _load("skeletons")
+
+    def run(name: str, variant: str, stream: str, dataset: str = "ntu60", subset: str = "xsub") -> None:
+        folder = tmp_path / "runs" / name
+        folder.mkdir(parents=True)
+        data = {"dataset": dataset, "subset": subset, "stream": stream}
+        (folder / "config.yaml").write_text(json.dumps({"model": {"variant": variant}, "data": data}))
+        (folder / "metrics.json").write_text(json.dumps({"test/top1": 0.855, "test/top5": 0.97}))
+
+    run("a", "cost_gcn_mod", "joint")
+    run("b", "cost_gcn_mod", "bone")
+    run("c", "st_gcn", "joint", "kinetics", "xsub")
+    out = tmp_path / "set" / "skeletons_runs.csv"
+    skeletons.main(["collect", str(tmp_path / "runs"), "--out", str(out)])
+    runs = pd.read_csv(out, dtype={"subset": str}).fillna({"subset": ""})
+    assert list(zip(runs["model"], runs["dataset"], runs["subset"])) == [("CoST-GCN*", "ntu60", "xsub"),
+                                                                         ("ST-GCN", "kinetics", "")]  # fmt: skip
+    assert runs["top1"].tolist() == pytest.approx([85.5, 85.5]) and runs["top5"].tolist() == pytest.approx([97, 97])
+    printed = capsys.readouterr().out
+    assert f"left out {tmp_path / 'runs' / 'b' / 'metrics.json'}: stream 'bone', not joint" in printed
+    cells = skeletons.read_runs(out).set_index(["model", "streams"])
+    assert cells.loc[("ST-GCN", 1), "kinetics_top5_ours"] == pytest.approx(97.0)
+    with pytest.raises(SystemExit):  # an existing file is not replaced without --replace
+        skeletons.main(["collect", str(tmp_path / "runs"), "--out", str(out)])
