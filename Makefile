@@ -25,7 +25,7 @@ SPA_SEED_GROUPS = $(if $(filter 1,$(SPA_PARALLEL)),$(subst $(comma), ,$(SPA_SEED
 SPA_SWEEP := $(or $(LOG_DIR),.)/multirun/spa/$(SPA_DATA)/$(shell date +%Y-%m-%d_%H-%M-%S)
 # skeleton targets (train-cost-gcn, eval-cost-gcn): MODEL any of the 12 skeleton nets (configs/model/skeleton.yaml),
 # DATA ntu60_xsub (their default) | ntu60_xview | ntu120_xsub | ntu120_xset | kinetics (datamodules/README.md) |
-# synthetic (generated, 1/8 width), STREAM joint | bone | joint_bone | motion | bone_motion
+# synthetic (generated, 1/16 width), STREAM joint | bone | joint_bone | motion | bone_motion
 MODEL ?= cost_gcn_mod
 STREAM ?= joint
 SKELETON_DATA = $(if $(filter command line environment,$(origin DATA)),$(DATA),ntu60_xsub)
@@ -34,7 +34,7 @@ SKELETON_ntu60_xview := data=skeletons/ntu60 data.subset=xview
 SKELETON_ntu120_xsub := data=skeletons/ntu120 data.subset=xsub
 SKELETON_ntu120_xset := data=skeletons/ntu120 data.subset=xset
 SKELETON_kinetics := data=skeletons/kinetics
-SKELETON_RUN = $(if $(filter synthetic,$(SKELETON_DATA)),experiment=cost_gcn_mod_synthetic_skeletons,experiment=skeletons/$(MODEL) $(or $(SKELETON_$(SKELETON_DATA)),$(error DATA=$(SKELETON_DATA) is none of ntu60_xsub ntu60_xview ntu120_xsub ntu120_xset kinetics synthetic))) model.variant=$(MODEL) data.stream=$(STREAM)
+SKELETON_RUN = $(if $(filter synthetic,$(SKELETON_DATA)),experiment=$(if $(filter co%,$(MODEL)),cost_gcn_mod,st_gcn_mod)_synthetic_skeletons,experiment=skeletons/$(MODEL) $(or $(SKELETON_$(SKELETON_DATA)),$(error DATA=$(SKELETON_DATA) is none of ntu60_xsub ntu60_xview ntu120_xsub ntu120_xset kinetics synthetic))) model.variant=$(MODEL) data.stream=$(STREAM)
 # results set of sweep-spa, figures and profile-cox3d: any name is a git-ignored folder outputs/results/<name>/;
 # `reference` is the committed paper/results (+ paper/figures), replaced only when named: RESULTS=reference
 RESULTS ?= mine
@@ -124,7 +124,7 @@ figures: install ## Kinetics and SPA tables, merged CSVs and PNGs -> outputs/res
 	$(PY) paper/spa.py --set $(RESULTS)
 	$(PY) paper/skeletons.py --set $(RESULTS)
 
-train-cost-gcn: install ## train a skeleton net with the paper's recipe: CoST-GCN* on NTU-60 X-Sub joints (MODEL=, DATA=, STREAM= above; DATA=synthetic: ~4 min on 2 cores) -> outputs/train/<date>/<time>/ (checkpoints, metrics.json)
+train-cost-gcn: install ## train a skeleton net with the paper's recipe: CoST-GCN* on NTU-60 X-Sub joints (MODEL=, DATA=, STREAM= above; DATA=synthetic: 6 epochs of ~100 s on a shared core) -> outputs/train/<date>/<time>/ (checkpoints, metrics.json)
 	$(PY) -m experiments.train $(SKELETON_RUN) $(ARGS)
 
 eval-cost-gcn: install ## test a skeleton checkpoint, clip protocol (eval=frame: step frame by frame): ARGS="ckpt_path=<ckpt>" or ARGS="model.net.weights=<official .pt/.ckpt>" -> outputs/eval/.../{metrics.json,test_logits.npy}
@@ -133,7 +133,7 @@ eval-cost-gcn: install ## test a skeleton checkpoint, clip protocol (eval=frame:
 eval-streams: install ## fuse 2-4 eval runs (e.g. joint + bone): RUNS="<eval dir> <eval dir>", summed logits -> top-1/top-5 printed, OUT=<file.json> saves them (~2 s)
 	$(PY) -m experiments.streams $(RUNS) $(if $(OUT),--out $(OUT))
 
-demo-skeletons: install ## synthetic skeletons end to end on CPU: ST-GCN* (1/8 width) offline and as CoST-GCN* frame by frame, joint + bone + fused, profiled (~8 min on 2 cores) -> outputs/demo_skeletons/<date>/<time>/{results.csv,acc_vs_flops.png}
+demo-skeletons: install ## synthetic skeletons end to end on CPU: ST-GCN* (1/16 width) offline and as CoST-GCN* frame by frame, joint + bone + fused, profiled (~11 min on 2 shared cores) -> outputs/demo_skeletons/<date>/<time>/{results.csv,acc_vs_flops.png}
 	$(PY) -m experiments.demo_skeletons $(ARGS)
 
 clean: ## remove run outputs and caches (keeps .venv and the results sets in outputs/results)

@@ -14,7 +14,7 @@ from experiments.inputs import instantiate_datamodule
 from experiments.skeleton_resolvers import scaled_lr, skeleton_data, skeleton_run
 from modules.nets import build, list_models
 from modules.systems import ClassificationSystem
-from modules.systems.schedules import cyclic_lr, one_cycle
+from modules.systems.schedules import adamw, cyclic_lr, one_cycle
 from tests.conftest import CONFIGS
 from tests.datamodules.test_skeletons import write_prepared
 
@@ -136,6 +136,11 @@ def test_per_step_schedules_take_their_length_from_the_fit():
     assert lrs == pytest.approx([0.1, 0.4, 0.3, 0.2, 0.1])
     _, scheduler = _optimised(partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1.0, total_steps=7))
     assert scheduler.total_steps == 7  # a length the config gives is kept
+
+
+def test_adamw_takes_sgds_keywords():
+    optimizer = adamw([torch.nn.Parameter(torch.zeros(1))], lr=0.01, momentum=0.8, weight_decay=1e-4)
+    assert optimizer.param_groups[0]["betas"] == (0.8, 0.999) and optimizer.param_groups[0]["weight_decay"] == 1e-4
 
 
 # --- protocols on skeleton clips ------------------------------------------------------------------------------------

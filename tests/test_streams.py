@@ -21,8 +21,8 @@ from experiments.train import train
 from tests.conftest import CONFIGS
 
 #: a tiny synthetic-skeleton run: 24 training and 12 test samples, 4 / 8 / 16 channels, one epoch
-TINY = ["logger=csv", "callbacks.progress_bar.refresh_rate=0", "data.num_train=24", "data.num_val=12",
-        "data.batch_size=12", "model.net.width=0.0625", "trainer.max_epochs=1"]  # fmt: skip
+TINY = ["logger=csv", "data.num_train=24", "data.num_val=12", "data.batch_size=12", "model.net.width=0.0625",
+        "trainer.max_epochs=1"]  # fmt: skip
 
 
 def _compose(name: str, overrides: list[str], out: Path) -> DictConfig:
@@ -45,7 +45,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("streams")
     common = [*TINY, f"paths.data_dir={root / 'data'}"]
-    train(_compose("train.yaml", ["experiment=st_gcn_mod_synthetic_skeletons", *common, "test=false"], root / "train"))
+    train(
+        _compose(
+            "train.yaml",
+            [
+                "experiment=st_gcn_mod_synthetic_skeletons",
+                *common,
+                "test=false",
+                "callbacks.progress_bar.refresh_rate=0",
+            ],
+            root / "train",
+        )
+    )
     ckpt = f"ckpt_path={next((root / 'train' / 'checkpoints').glob('epoch_*.ckpt'))}"
     out = {}
     for name, experiment, extra in (

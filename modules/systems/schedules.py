@@ -1,5 +1,6 @@
 """Per-step learning-rate schedules whose lengths follow the fit (continual-skeletons' ride optimisers, spec B4).
-Both peak at the optimiser's learning rate, so a config sets the rate once (the optimiser's ``lr``).
+Both peak at the optimiser's learning rate, so a config sets the rate once (the optimiser's ``lr``). ``adamw``
+takes SGD's keywords, so that a config swaps the optimiser by its ``_target_`` alone.
 
 A scheduler partial (Hydra ``_partial_: true``) that takes ``total_steps`` (``torch.optim.lr_scheduler.OneCycleLR``)
 or ``steps_per_epoch`` (``cyclic_lr``) and leaves them open gets them from the Trainer
@@ -13,13 +14,18 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from torch.optim import Optimizer
+from torch.optim import AdamW, Optimizer
 from torch.optim.lr_scheduler import CyclicLR, OneCycleLR
 
-__all__ = ["LENGTH_KEYS", "cyclic_lr", "one_cycle", "open_lengths"]
+__all__ = ["LENGTH_KEYS", "adamw", "cyclic_lr", "one_cycle", "open_lengths"]
 
 #: the schedule lengths a partial may leave to the fit (OneCycleLR's alternative to total_steps included)
 LENGTH_KEYS = ("total_steps", "steps_per_epoch", "epochs")
+
+
+def adamw(params: Any, *, lr: float, momentum: float = 0.9, weight_decay: float = 0.0) -> AdamW:
+    """AdamW whose first-moment decay is SGD's ``momentum`` (a config's SGD keys carry over unchanged)."""
+    return AdamW(params, lr=lr, betas=(momentum, 0.999), weight_decay=weight_decay)
 
 
 def _peaks(optimizer: Optimizer) -> list[float]:
