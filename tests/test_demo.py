@@ -11,6 +11,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 from experiments import demo as demo_module
+from experiments import demo_skeletons
 from experiments.demo import demo
 from tests.conftest import CONFIGS
 
@@ -108,3 +109,20 @@ def test_the_skeleton_demo_runs_each_stream_and_fuses_them(compose_cfg, monkeypa
     assert list(table["stream"]) == ["joint", "bone", "joint+bone"] * 2
     fused = table[table["stream"] == "joint+bone"]
     assert list(fused["top1"]) == [1.0, 1.0] and list(fused["gflops"]) == [1.0, 0.02]  # two nets' FLOPs
+
+
+@pytest.mark.slow
+def test_skeleton_demo_chain_writes_results_and_figure(compose_cfg, tmp_path):
+    """Both streams in parallel processes on a shrunken synthetic set: the table, the fused rows and the figure."""
+    shrink = ["logger=csv", "trainer.max_epochs=1", "data.num_train=24", "data.num_val=12", "model.net.width=0.0625"]
+    quoted = ",".join(f'"{s}"' for s in shrink)
+    cfg = compose_cfg("demo_skeletons.yaml", [f"overrides=[{quoted}]", 'profile_overrides=["repeats=2","warmup=1"]'])
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        table = demo_skeletons.demo(cfg)
+    assert list(table["protocol"]) == ["clip"] * 3 + ["frame"] * 3
+    clip, frame = table[table["protocol"] == "clip"], table[table["protocol"] == "frame"]
+    assert list(clip["top1"]) == pytest.approx(list(frame["top1"]))  # the * twin steps to its offline net
+    assert clip["gflops"].iloc[0] > 100 * frame["gflops"].iloc[0]
+    assert (tmp_path / "run" / "acc_vs_flops.png").stat().st_size > 5_000
+    assert (tmp_path / "run" / "eval_frame_bone" / "test_logits.npy").is_file()

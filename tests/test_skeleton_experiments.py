@@ -85,7 +85,11 @@ def test_the_rows_follow_the_paper_recipe(compose_cfg, row, batch, lr, epochs, s
     assert cfg.model.optimizer.lr == pytest.approx(4 * lr)  # linear scaling with the devices
 
 
-@pytest.mark.parametrize("row", ROWS)
+#: one row per architecture and kind in the fast suite; the others are slow
+FAST_ROWS = {"cost_gcn", "coagcn_mod", "s_tr"}
+
+
+@pytest.mark.parametrize("row", [pytest.param(r, marks=[] if r in FAST_ROWS else pytest.mark.slow) for r in ROWS])
 def test_every_row_runs_a_real_batch_on_prepared_arrays(compose_cfg, tmp_path, row):
     write_prepared(tmp_path / "data" / "ntu60" / "xview", counts=(("train", 2), ("val", 2)))
     overrides = [f"experiment=skeletons/{row}", "data.subset=xview", "data.num_workers=0", _small(row)]
