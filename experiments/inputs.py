@@ -63,7 +63,8 @@ def clip_input_shape(name: str) -> tuple[int, ...]:
 
 
 def register_resolvers() -> None:
-    """Register ``model_input`` (idempotent: the entry points and tests import this more than once)."""
+    """Register ``model_input`` and the skeleton configs' resolvers (``experiments.skeleton_resolvers``);
+    idempotent: the entry points and tests import this more than once."""
     from experiments import skeleton_resolvers  # skeleton_data, scaled_lr
 
     if not OmegaConf.has_resolver("model_input"):
