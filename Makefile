@@ -103,7 +103,7 @@ bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and the
 profile-skeletons: install ## params, GFLOPs (MACs + ptflops), peak memory, throughput of the 12 Table II nets of Continual ST-GCNs on CPU, batch 1 (~12 min on 2 cores) -> outputs/results/<RESULTS, default mine>/ntu60_profile.csv, never over an earlier one (RESULTS=reference: paper/results/)
 	$(PY) -m experiments.profile_table --table ntu60 --output $(RESULTS_DIR)/ntu60_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
 
-bench-skeletons: install ## ST-GCN(*) clips/s vs CoST-GCN* predictions/s at batch 1 and their ratio, eager and compiled, then ST-GCN vs CoST-GCN eager, CPU (+CUDA) (~6 min, ~10 the first time) -> outputs/bench_skeletons/<date>/<time>/bench.json, one folder per pass
+bench-skeletons: install ## ST-GCN(*) clips/s vs CoST-GCN* predictions/s at batch 1 and their ratio, eager and compiled, then ST-GCN vs CoST-GCN eager, CPU (+CUDA) (~3 min, ~6 the first time) -> outputs/bench_skeletons/<date>/<time>/bench.json, one folder per pass
 	$(PY) -m experiments.bench --config-name bench_skeletons $(ARGS)
 	$(PY) -m experiments.bench --config-name bench_skeletons 'pairs=[{clip: st_gcn, continual: cost_gcn}]' compile=false $(ARGS)
 
