@@ -104,8 +104,8 @@ profile-skeletons: install ## params, GFLOPs (MACs + ptflops), peak memory, thro
 	$(PY) -m experiments.profile_table --table ntu60 --output $(RESULTS_DIR)/ntu60_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
 
 bench-skeletons: install ## ST-GCN(*) clips/s vs CoST-GCN* predictions/s at batch 1 and their ratio, eager and compiled, then ST-GCN vs CoST-GCN eager, CPU (+CUDA) (~3 min, ~6 the first time) -> outputs/bench_skeletons/<date>/<time>/bench.json, one folder per pass
-	$(PY) -m experiments.bench --config-name bench_skeletons $(ARGS)
-	$(PY) -m experiments.bench --config-name bench_skeletons 'pairs=[{clip: st_gcn, continual: cost_gcn}]' compile=false $(ARGS)
+	$(PY) -m experiments.bench --config-name=bench_skeletons $(ARGS)
+	$(PY) -m experiments.bench --config-name=bench_skeletons 'pairs=[{clip: st_gcn, continual: cost_gcn}]' compile=false $(ARGS)
 
 sweep-spa: install ## SPA grid: criterion x {fine-pruning, SPLoRA r8/r32, SPPaRA} x seeds (digits on CPU ~9 min; DATA=cifar10 ...) -> this sweep's runs only, outputs/results/<RESULTS, default mine>/spa_runs_<data>.csv (never over an earlier sweep; RESULTS=reference replaces paper/results/)
 	@if [ "$(RESULTS)" != reference ] && [ -e $(SPA_RUNS) ]; then \

@@ -148,7 +148,7 @@ def test_make_targets_write_the_user_set_unless_reference_is_named() -> None:
     assert "--table ntu60 --output outputs/results/mine/ntu60_profile.csv \n" in _dry_run("profile-skeletons")
     assert "--output paper/results/ntu60_profile.csv --replace" in _dry_run("profile-skeletons", "RESULTS=reference")
     bench = _dry_run("bench-skeletons")
-    assert "-m experiments.bench --config-name bench_skeletons \n" in bench
+    assert "-m experiments.bench --config-name=bench_skeletons \n" in bench
     assert "bench_skeletons 'pairs=[{clip: st_gcn, continual: cost_gcn}]' compile=false" in bench
     assert "paper/skeletons.py --set mine" in _dry_run("figures")
     assert "paper/skeletons.py --set reference" in _dry_run("figures", "RESULTS=reference")
