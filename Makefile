@@ -119,7 +119,7 @@ sweep-spa: install ## SPA grid: criterion x {fine-pruning, SPLoRA r8/r32, SPPaRA
 	done; status=0; for pid in $$pids; do wait $$pid || status=1; done; exit $$status
 	$(PY) paper/spa.py --set $(RESULTS) collect $(SPA_SWEEP) --out $(SPA_RUNS)$(if $(filter reference,$(RESULTS)), --replace)
 
-figures: install ## Kinetics and SPA tables, merged CSVs and PNGs -> outputs/results/<RESULTS, default mine>/, reading the committed inputs it lacks (RESULTS=reference replaces paper/results + paper/figures) (~10 s)
+figures: install ## Kinetics, SPA and Continual ST-GCN tables, merged CSVs and PNGs -> outputs/results/<RESULTS, default mine>/, reading the committed inputs it lacks (RESULTS=reference replaces paper/results + paper/figures) (~10 s)
 	$(PY) paper/kinetics400.py --set $(RESULTS)
 	$(PY) paper/spa.py --set $(RESULTS)
 	$(PY) paper/skeletons.py --set $(RESULTS)

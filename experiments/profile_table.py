@@ -69,6 +69,7 @@ def _arguments() -> tuple[argparse.Namespace, Any]:
     parser.add_argument("--table", default="kinetics400", help=f"a table of {TABLES} (name without .yaml)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core)")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3, help="timed calls at least")
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed calls at least, per row")
@@ -92,6 +93,8 @@ def _arguments() -> tuple[argparse.Namespace, Any]:
 
 def main() -> None:
     args, table = _arguments()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     published = _published_gflops(ROOT / table.published)
     conventions = list(table.conventions)
     rows = []

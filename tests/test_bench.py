@@ -3,6 +3,9 @@
 import json
 import re
 
+import pytest
+import torch
+
 from experiments.bench import main
 
 
@@ -31,3 +34,13 @@ def test_bench_reports_rates_and_ratios(compose_cfg, tmp_path, capsys):
     assert re.search(r"^  results\s+run/bench\.json$", printed, re.MULTILINE)
     speedups = f"eager {row['speedup']:.3g}x, compiled {row['speedup_compiled']:.3g}x, best {row['speedup_best']:.3g}x"
     assert re.search(rf"^  conv_stack/co_conv_stack cpu\s+{re.escape(speedups)}$", printed, re.MULTILINE)
+
+
+def test_a_prediction_takes_the_output_of_whichever_step_emits():
+    from modules.profiling.speedup import _stepper
+
+    calls = iter([None, torch.ones(1), None, None, None, None, None, None])
+    predict = _stepper(lambda x: next(calls), torch.zeros(1), torch.device("cpu"), steps=4)
+    assert predict().item() == 1  # the second of four steps emitted: a compiled step's phase
+    with pytest.raises(RuntimeError, match="no output in 4 steps"):
+        predict()

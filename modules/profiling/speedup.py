@@ -54,14 +54,16 @@ class Timing:
 
 
 def _stepper(step: Callable[[torch.Tensor], Any], host_step: torch.Tensor, dev: torch.device, steps: int) -> Predict:
-    """One prediction: ``steps`` (the twin's temporal stride) steps, the last of which emits."""
+    """One prediction: ``steps`` (the twin's temporal stride) steps, one of which emits (any one: a compiled
+    step's phases need not end on the emitting step)."""
 
     def predict() -> Any:
         out = None
         for _ in range(steps):
-            out = step(host_step.to(dev, non_blocking=True))
+            emitted = step(host_step.to(dev, non_blocking=True))
+            out = emitted if emitted is not None else out
         if out is None:
-            raise RuntimeError(f"no output after {steps} steps past the warm-up")
+            raise RuntimeError(f"no output in {steps} steps past the warm-up")
         return out.to("cpu")
 
     return predict
