@@ -103,9 +103,8 @@ bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and the
 profile-skeletons: install ## params, GFLOPs (MACs + ptflops), peak memory, throughput of the 12 Table II nets of Continual ST-GCNs on CPU, batch 1 (~12 min on 2 cores) -> outputs/results/<RESULTS, default mine>/ntu60_profile.csv, never over an earlier one (RESULTS=reference: paper/results/)
 	$(PY) -m experiments.profile_table --table ntu60 --output $(RESULTS_DIR)/ntu60_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
 
-bench-skeletons: install ## ST-GCN(*) clips/s vs CoST-GCN* predictions/s at batch 1 and their ratio, eager and compiled, then ST-GCN vs CoST-GCN eager, CPU (+CUDA) (~3 min, ~6 the first time) -> outputs/bench_skeletons/<date>/<time>/bench.json, one folder per pass
+bench-skeletons: install ## ST-GCN(*) clips/s vs CoST-GCN* and CoST-GCN predictions/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~4 min, ~8 the first time) -> outputs/bench_skeletons/<date>/<time>/bench.json
 	$(PY) -m experiments.bench --config-name=bench_skeletons $(ARGS)
-	$(PY) -m experiments.bench --config-name=bench_skeletons 'pairs=[{clip: st_gcn, continual: cost_gcn}]' compile=false $(ARGS)
 
 sweep-spa: install ## SPA grid: criterion x {fine-pruning, SPLoRA r8/r32, SPPaRA} x seeds (digits on CPU ~9 min; DATA=cifar10 ...) -> this sweep's runs only, outputs/results/<RESULTS, default mine>/spa_runs_<data>.csv (never over an earlier sweep; RESULTS=reference replaces paper/results/)
 	@if [ "$(RESULTS)" != reference ] && [ -e $(SPA_RUNS) ]; then \
