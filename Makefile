@@ -132,7 +132,7 @@ eval-cost-gcn: install ## test a skeleton checkpoint, clip protocol (eval=frame:
 eval-streams: install ## fuse 2-4 eval runs (e.g. joint + bone): RUNS="<eval dir> <eval dir>", summed logits -> top-1/top-5 printed, OUT=<file.json> saves them (~2 s)
 	$(PY) -m experiments.streams $(RUNS) $(if $(OUT),--out $(OUT))
 
-demo-skeletons: install ## synthetic skeletons end to end on CPU: ST-GCN* (1/16 width) offline and as CoST-GCN* frame by frame, joint + bone + fused, profiled (~11 min on 2 shared cores) -> outputs/demo_skeletons/<date>/<time>/{results.csv,acc_vs_flops.png}
+demo-skeletons: install ## synthetic skeletons end to end on CPU: ST-GCN* (1/16 width) offline and as CoST-GCN* frame by frame, joint + bone + fused, profiled (~4 min on 2 cores, ~11 while other jobs share them) -> outputs/demo_skeletons/<date>/<time>/{results.csv,acc_vs_flops.png}
 	$(PY) -m experiments.demo_skeletons $(ARGS)
 
 clean: ## remove run outputs and caches (keeps .venv and the results sets in outputs/results)
