@@ -63,13 +63,15 @@ def clip_input_shape(name: str) -> tuple[int, ...]:
 
 
 def register_resolvers() -> None:
-    """Register ``model_input`` and the skeleton configs' resolvers (``experiments.skeleton_resolvers``);
-    idempotent: the entry points and tests import this more than once."""
-    from experiments import skeleton_resolvers  # skeleton_data, scaled_lr
+    """Register ``model_input``, the skeleton configs' resolvers (``experiments.skeleton_resolvers``) and the
+    online detection configs' (``experiments.transformer_resolvers``); idempotent: the entry points and tests
+    import this more than once."""
+    from experiments import skeleton_resolvers, transformer_resolvers  # skeleton_data, scaled_lr; oad_feature_dim
 
     if not OmegaConf.has_resolver("model_input"):
         OmegaConf.register_new_resolver("model_input", model_input)
     skeleton_resolvers.register()
+    transformer_resolvers.register()
 
 
 def eval_clips(cfg: DictConfig, model: Any) -> ClipLengthNeed | None:

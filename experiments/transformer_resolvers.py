@@ -1,0 +1,38 @@
+"""Resolvers of the online action detection configs (``configs/data/thumos14.yaml``, ``tvseries.yaml``), registered
+with the others by ``experiments.inputs.register_resolvers``:
+
+* ``${oad_feature_dim:<dataset>,<feature>}``: the width of one feature step (rgb + flow [+ audio]) of the
+  pre-extracted features the Continual Transformers paper used (Hedegaard et al., ICLR 2023; CoOadTR's
+  ``--dim_feature``): THUMOS14 TSN features pretrained on ActivityNet (``anet``, 2048 rgb + 1024 flow = 3072) or
+  Kinetics (``kin``, 4096), each optionally with 4096-d AudioSet features (``*_audio``); TVSeries TSN-R50 features
+  (4096 for both pretrainings).
+"""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+__all__ = ["FEATURE_DIMS", "oad_feature_dim", "register"]
+
+#: dataset -> feature -> width of a step
+FEATURE_DIMS: dict[str, dict[str, int]] = {
+    "thumos14": {"anet": 3072, "kin": 4096, "anet_audio": 7168, "kin_audio": 8192},
+    "tvseries": {"anet": 4096, "kin": 4096},
+}
+
+
+def oad_feature_dim(dataset: str, feature: str) -> int:
+    """The feature width of ``dataset`` with ``feature``; an unknown pair names the known ones."""
+    if dataset not in FEATURE_DIMS:
+        raise KeyError(f"oad_feature_dim: dataset {dataset!r} is none of {sorted(FEATURE_DIMS)}")
+    if feature not in FEATURE_DIMS[dataset]:
+        raise KeyError(
+            f"oad_feature_dim: {dataset} has no feature {feature!r}; use one of {sorted(FEATURE_DIMS[dataset])}"
+        )
+    return FEATURE_DIMS[dataset][feature]
+
+
+def register() -> None:
+    """Register ``oad_feature_dim`` (idempotent)."""
+    if not OmegaConf.has_resolver("oad_feature_dim"):
+        OmegaConf.register_new_resolver("oad_feature_dim", oad_feature_dim)
