@@ -36,11 +36,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.text import Annotation
-from matplotlib.transforms import Bbox
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside this file, however it is loaded
 from common import DEFAULT, REFERENCE_RESULTS, ReferenceSetError, check_writable, count_axis, own_or_reference, set_dirs
+from plotting import place_labels
 
 HERE = Path(__file__).resolve().parent
 PUBLISHED = REFERENCE_RESULTS / "kinetics400_published.csv"
@@ -51,11 +50,6 @@ COLORS = {"x3d": "tab:blue", "slow": "tab:orange", "i3d": "tab:green", "r2plus1d
           "slowfast": "tab:purple", "rcu": "tab:gray"}  # fmt: skip
 FAMILIES = {"x3d": "X3D", "slow": "Slow", "i3d": "I3D", "r2plus1d": "R(2+1)D", "slowfast": "SlowFast", "rcu": "RCU"}
 CLASSES = 400  # chance 0.25 %, far below every model: named in the legend rather than drawn
-#: label offsets tried in turn (points; alignment), the first that stays inside the axes and clear of the others wins
-LABEL_SPOTS = [(5, 3, "left", "bottom"), (5, -3, "left", "top"), (-5, 3, "right", "bottom"),
-               (-5, -3, "right", "top"), (0, 7, "center", "bottom"), (0, -7, "center", "top"),
-               (5, 12, "left", "bottom"), (-5, 12, "right", "bottom"), (5, -12, "left", "top"),
-               (-5, -12, "right", "top")]  # fmt: skip
 #: profile CSV column -> merged column, one per FLOP convention (the first is the one plotted)
 MEASURED_GFLOPS = {
     "gflops": "gflops_measured",
@@ -90,31 +84,6 @@ def report(table: pd.DataFrame) -> str:
         )
         lines.append(f"{r['model']:<15} {r['gflops']:7.2f}{cells}")
     return "\n".join(lines)
-
-
-def _annotate(ax: plt.Axes, point: pd.Series, spot: tuple[int, int, str, str]) -> Annotation:
-    dx, dy, ha, va = spot
-    return ax.annotate(point["text"], (point["x"], point["y"]), xytext=(dx, dy), textcoords="offset points", ha=ha,
-                       va=va, fontsize=7)  # fmt: skip
-
-
-def _place_labels(ax: plt.Axes, points: pd.DataFrame) -> None:
-    """Label each point where the label stays inside the axes and clear of the other labels and markers."""
-    renderer = ax.figure.canvas.get_renderer()
-    frame = ax.get_window_extent(renderer)
-    centres = ax.transData.transform(points[["x", "y"]].to_numpy())
-    taken = [Bbox.from_bounds(px - 5, py - 5, 10, 10) for px, py in centres]  # the markers
-    for _, point in points.iterrows():
-        boxes = []
-        for spot in LABEL_SPOTS:
-            label = _annotate(ax, point, spot)
-            boxes.append((spot, label.get_window_extent(renderer)))
-            label.remove()
-        inside = [(s, b) for s, b in boxes if frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1)]
-        clear = [(s, b) for s, b in inside if not any(b.overlaps(other) for other in taken)]
-        spot, box = (clear or inside or boxes)[0]  # crowded everywhere: the first spot inside the axes
-        _annotate(ax, point, spot)
-        taken.append(box)
 
 
 def _legend(ax: plt.Axes, table: pd.DataFrame) -> None:
@@ -161,7 +130,7 @@ def draw(table: pd.DataFrame, out: Path) -> Path:
     ax.grid(True, which="major", alpha=0.3)
     _legend(ax, table)
     fig.tight_layout()
-    _place_labels(ax, points)
+    place_labels(ax, points)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
     plt.close(fig)

@@ -44,7 +44,7 @@ from matplotlib.patches import Patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside this file, however it is loaded
 from common import DEFAULT, REFERENCE_RESULTS, ReferenceSetError, check_writable, count_axis, own_or_reference, set_dirs
-from kinetics400 import _place_labels  # the same label placement as the Kinetics figure
+from plotting import place_labels  # the same label placement as the Kinetics figure
 
 TABLE2_PUBLISHED = REFERENCE_RESULTS / "ntu60_published.csv"
 TABLES3TO5_PUBLISHED = REFERENCE_RESULTS / "skeletons_published.csv"
@@ -289,7 +289,7 @@ def draw(table: pd.DataFrame, out: Path) -> Path:
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
-    _place_labels(ax, points)
+    place_labels(ax, points)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=150)
     plt.close(fig)
