@@ -32,16 +32,24 @@ MINE = ROOT / "outputs" / "results" / "mine"  # never the committed reference co
 
 
 def _published_gflops(path: Path) -> dict[str, float]:
+    """Row name -> the paper's GFLOPs: a table's ``gflops`` column by ``model``, or the ``flops_m`` rows (millions)
+    of a long CSV (one row per ``metric`` and ``value``) by ``profile_row``."""
     with path.open() as f:
-        return {r["model"]: float(r["gflops"]) for r in csv.DictReader(f) if r["gflops"]}
+        rows = list(csv.DictReader(f))
+    if rows and "gflops" not in rows[0]:
+        flops = [r for r in rows if r["metric"] == "flops_m" and r["profile_row"]]
+        return {r["profile_row"]: round(float(r["value"]) / 1e3, 6) for r in flops}
+    return {r["model"]: float(r["gflops"]) for r in rows if r["gflops"]}
 
 
 def profile_row(name: str, spec: Any, conventions: list[str], args: argparse.Namespace) -> dict[str, Any]:
     """One table row: ``spec`` is its entry in the table file."""
+    overrides = OmegaConf.to_container(spec.get("overrides") or OmegaConf.create({}))
     shape = list(clip_input_shape(spec.net))
     shape[1] = int(spec.get("frames") or shape[1])
+    shape[0] = int(overrides.get("dim_feature", shape[0]))  # feature nets ((E, T) windows): the width is a builder key
     torch.manual_seed(0)
-    net = build(spec.net, **OmegaConf.to_container(spec.get("overrides") or OmegaConf.create({})))
+    net = build(spec.net, **overrides)
     result = profile_model(
         net, mode=spec.mode, input_shape=shape, batch_size=args.batch_size, device=args.device,
         warmup=args.warmup, repeats=args.repeats, convention="macs", min_time_s=args.min_time,
