@@ -34,8 +34,13 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
+#: the names feature models (``InputSpec.features``) give their input facts: the builders' argument names
+_FEATURE_FIELDS = {"dim_feature": "channels", "sequence_len": "clip_length"}
+
+
 def model_input(name: str, field: str) -> Any:
-    """A field of ``name``'s registered ``InputSpec``, or ``num_classes``: its builder's default."""
+    """A field of ``name``'s registered ``InputSpec``, or ``num_classes``: its builder's default. Feature models
+    also answer ``dim_feature`` (``channels``) and ``sequence_len`` (``clip_length``)."""
     from modules.nets import InputSpec, builder_defaults, input_spec  # the nets load only when a config asks
 
     if field == "num_classes":
@@ -43,15 +48,20 @@ def model_input(name: str, field: str) -> Any:
         if "num_classes" not in defaults:
             raise KeyError(f"the builder of {name!r} has no num_classes default; set data.num_classes")
         return defaults["num_classes"]
+    spec = input_spec(name)
+    if field in _FEATURE_FIELDS:
+        if not spec.is_features:
+            raise KeyError(f"model_input: {field!r} is a fact of feature models; {name!r} takes clips of pixels")
+        field = _FEATURE_FIELDS[field]
     known = [f.name for f in fields(InputSpec)]
     if field not in known:
         raise KeyError(f"model_input: {field!r} is not an input fact; use one of {[*known, 'num_classes']}")
-    return getattr(input_spec(name), field)
+    return getattr(spec, field)
 
 
 def clip_input_shape(name: str) -> tuple[int, ...]:
-    """``(C, T, H, W)`` (a skeleton model: ``(C, T, V, M)``) of one clip of ``name``'s registered input, without
-    the batch dimension."""
+    """``(C, T, H, W)`` (a skeleton model: ``(C, T, V, M)``; a feature model: ``(dim_feature, sequence_len)``) of
+    one clip of ``name``'s registered input, without the batch dimension."""
     from modules.nets import input_spec
 
     spec = input_spec(name)
@@ -59,6 +69,8 @@ def clip_input_shape(name: str) -> tuple[int, ...]:
         raise ValueError(f"{name!r} is an image model: it takes no clips; give the pair an explicit input_shape")
     if spec.is_skeleton:
         return (spec.channels, spec.clip_length, spec.joints, spec.persons)
+    if spec.is_features:
+        return (spec.channels, spec.clip_length)
     return (spec.channels, spec.clip_length, spec.crop_size, spec.crop_size)
 
 

@@ -5,6 +5,8 @@
 * ``image``: the 2-D ResNets, VGG-16 and ViT-B/16 of the SPA study.
 * ``skeleton``: ST-GCN, AGCN, S-TR, their * variants and continual twins (CoST-GCN, CoAGCN, CoS-TR), the
   skeleton graphs and the converters of the continual-skeletons checkpoints.
+* ``transformer``: OadTR, OadTR-b1/b2 and CoOadTR-b1/b2 on pre-extracted features, and the converter of the
+  original OadTR / CoOadTR checkpoints.
 
 Importing this package registers every model and checkpoint format: a new family's package is imported here, a
 new architecture module in its family's ``__init__``. Imports run one way: a family imports ``registry`` and
@@ -14,6 +16,7 @@ new architecture module in its family's ``__init__``. Imports run one way: a fam
 from . import (
     image,  # noqa: F401  (registers resnet18/50[_cifar], resnet_tiny, vgg16, vit_b16)
     skeleton,  # noqa: F401  (registers st_gcn, agcn, s_tr, cost_gcn, coagcn, cos_tr and their *_mod variants)
+    transformer,  # noqa: F401  (registers oadtr, oadtr_b1/b2, cooadtr_b1/b2)
     video,  # noqa: F401  (registers x3d_*, cox3d_*, slow/i3d and twins, r2plus1d_18, conv_stack, co_conv_stack)
 )
 from .registry import InputSpec, build, builder_defaults, get_builder, input_spec, list_models, register_model

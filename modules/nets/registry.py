@@ -33,6 +33,10 @@ class InputSpec:
 
     Skeleton models take clips ``(N, channels, clip_length, joints, persons)`` and set ``joints`` and ``persons``;
     their ``crop_size`` is the spatial size of a frame, i.e. ``joints`` (it must equal it).
+
+    Feature models (``features=True``: the online action detection transformers) take pre-extracted features
+    ``(N, channels, clip_length)``: ``channels`` is the feature width (``dim_feature``), ``clip_length`` the window
+    of steps (``sequence_len``); a step has no spatial size (``crop_size=1``) and no pixel normalisation.
     """
 
     crop_size: int
@@ -42,6 +46,7 @@ class InputSpec:
     channels: int = 3
     joints: int | None = None
     persons: int | None = None
+    features: bool = False
 
     def __post_init__(self) -> None:
         if self.crop_size < 1 or self.channels < 1:
@@ -68,11 +73,21 @@ class InputSpec:
                 )
             if self.crop_size != self.joints:
                 raise ValueError(f"a skeleton frame is its joints: set crop_size={self.joints} (= joints)")
+        if self.features and (self.clip_length is None or self.joints is not None or self.crop_size != 1):
+            raise ValueError(
+                "a feature model takes (N, dim_feature, clip_length) windows: set clip_length, crop_size=1 and no "
+                f"joints; got clip_length={self.clip_length}, crop_size={self.crop_size}, joints={self.joints}"
+            )
 
     @property
     def is_skeleton(self) -> bool:
         """Whether inputs are skeleton clips ``(N, C, T, V, M)`` rather than videos or images."""
         return self.joints is not None
+
+    @property
+    def is_features(self) -> bool:
+        """Whether inputs are feature windows ``(N, dim_feature, T)`` (no spatial dims)."""
+        return self.features
 
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}

@@ -62,6 +62,11 @@ FLOPs are counted in one of three conventions (``CONVENTIONS``); all of them cou
 
 Nets whose modules compute with tensor ops what the original model computed with a pooling module register
 those classes with ``register_pool_like`` (the profiler knows no architecture).
+
+Where the original code gave ptflops its own hook for a module (a ``MODULES_MAPPING`` entry: the Continual
+Transformers' CoRe/CoSi attention, ``continual_transformers/ptflops.py``), the net registers the class that
+computes the same thing here with ``register_ptflops_rule``: the ptflops conventions charge each of its calls the
+rule's count instead of the products executed inside it (``"macs"`` stays the executed count).
 """
 
 from __future__ import annotations
@@ -77,7 +82,7 @@ from torch.utils._pytree import tree_leaves
 
 from .macs import MacCounter, countable
 
-__all__ = ["CONVENTIONS", "FlopCounter", "count_flops", "ptflops_term", "register_pool_like"]
+__all__ = ["CONVENTIONS", "FlopCounter", "count_flops", "ptflops_term", "register_pool_like", "register_ptflops_rule"]
 
 
 #: Counting conventions of ``count_flops`` / ``profile_model`` (module docstring).
@@ -120,6 +125,24 @@ def register_pool_like(cls: type[nn.Module]) -> type[nn.Module]:
 
 def _functional_pools() -> tuple[type[nn.Module], ...]:
     return tuple(_POOL_LIKE)
+
+
+#: rule(module, inputs, output) -> the products ptflops charged that call, or None: what it executed
+PtflopsRule = Callable[[nn.Module, tuple, Any], "int | None"]
+_RULES: dict[type[nn.Module], PtflopsRule] = {}
+
+
+def register_ptflops_rule(cls: type[nn.Module], rule: PtflopsRule) -> None:
+    """Charge every call of a ``cls`` module ``rule(module, inputs, output)`` conv/matmul MACs in the ptflops
+    conventions, in place of the products executed inside the call (its nested Linear / MultiheadAttention calls
+    included; their bias and the norms' element-wise terms still count). ``None`` from the rule charges what the
+    call executed. For modules that the original code hooked into ptflops with a formula of its own (module
+    docstring); nets register their own classes, so the profiler knows no architecture."""
+    _RULES[cls] = rule
+
+
+def _rule(module: nn.Module) -> PtflopsRule | None:
+    return next((rule for cls, rule in _RULES.items() if isinstance(module, cls)), None)
 
 
 def ptflops_term(module: nn.Module, inputs: tuple, output: Any) -> tuple[str, int]:
@@ -208,7 +231,7 @@ class FlopCounter:
     # --- recording --------------------------------------------------------------------------------------
     def _enter(self, module: nn.Module) -> None:
         self._depth[module] += 1
-        if self._depth[module] == 1 and isinstance(module, _PRODUCTS):
+        if self._depth[module] == 1 and (isinstance(module, _PRODUCTS) or _rule(module) is not None):
             if not self._open_products:
                 self._product_start[module] = self.macs.total
             self._open_products += 1
@@ -217,10 +240,13 @@ class FlopCounter:
         self._depth[module] -= 1
         if self._depth[module]:
             return  # nested in an outer call of the same module, which counts
-        if isinstance(module, _PRODUCTS):
+        rule = _rule(module)
+        if isinstance(module, _PRODUCTS) or rule is not None:
             self._open_products -= 1
             if module in self._product_start:
-                self.module_macs += self.macs.total - self._product_start.pop(module)
+                executed = self.macs.total - self._product_start.pop(module)
+                charged = None if rule is None else rule(module, inputs, output)
+                self.module_macs += executed if charged is None else int(charged)
         elif isinstance(module, _CONVS) and not self._open_products:
             self.module_macs += _conv_formula(module, output)
         if module in self._watched_counted:
@@ -256,7 +282,7 @@ class FlopCounter:
 
     def __enter__(self) -> FlopCounter:
         self._watched_counted = {m for m in self.net.modules() if _counted(m)}
-        seen = {m for m in self.net.modules() if isinstance(m, _CONVS + _PRODUCTS)}
+        seen = {m for m in self.net.modules() if isinstance(m, _CONVS + _PRODUCTS) or _rule(m) is not None}
         for m in self._watched_counted | set(self._norm_inputs.values()) | seen:
             self._watch(m)
         self.macs.__enter__()

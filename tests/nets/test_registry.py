@@ -2,7 +2,8 @@
 and, when it is continual, its stepped output equals its own clip output (``forward_steps(pad_end=True)`` vs
 ``forward``). A continual twin is compared with itself, not with its offline net: CoX3D's squeeze-excitation pools
 the current frame where X3D's pools the clip (each family's tests compare twins with offline nets where equal).
-Skeleton nets take ``(N, C, T, V, M)`` clips. CoAGCN's steps compute its adaptive graph from one frame where its clip
+Skeleton nets take ``(N, C, T, V, M)`` clips, feature nets (OadTR, CoOadTR, ...) ``(N, dim_feature, T)``.
+CoAGCN's steps compute its adaptive graph from one frame where its clip
 ``forward`` uses all frames (spec B7), so its frame-by-frame stream is compared with its clip computed per frame
 (``net.per_frame_attention()``). With randomised BatchNorms the AGCN family's logits reach ~1e4 (its adaptive
 graph starts as all-ones, so every layer sums all joints), and float32 rounding reaches ~2e-4 of that: its
@@ -25,6 +26,7 @@ from modules import continual as co
 from modules import nets
 from tests.continual.helpers import assert_steps_match
 from tests.nets.helpers import randomize
+from tests.nets.transformer.helpers import TRANSFORMER_SMALL
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -85,6 +87,8 @@ SMALL: dict[str, Small] = {
     "cost_gcn_mod": Small(0, 83, _SKELETON_POOL),
     "cos_tr_mod": Small(0, 83, _SKELETON_POOL),
     "coagcn_mod": Small(0, 83, _SKELETON_POOL, relative_tolerance=1e-3),
+    # feature nets: small widths, windows of a few steps (tests/nets/transformer/helpers.py)
+    **{name: Small(**kwargs) for name, kwargs in TRANSFORMER_SMALL.items()},
 }
 
 
@@ -101,7 +105,10 @@ def _build(name: str, small: Small) -> tuple[nn.Module, torch.Tensor]:
         net = nets.build(name, num_classes=NUM_CLASSES, **small.overrides).eval()
     spec = nets.input_spec(name)
     frame = (spec.joints, spec.persons) if spec.is_skeleton else (small.side, small.side)
-    shape = (2, spec.channels, *(() if small.frames is None else (small.frames,)), *frame)
+    if spec.is_features:  # (N, dim_feature, T): no spatial dims, the width a build argument
+        frame = ()
+    channels = small.overrides.get("dim_feature", spec.channels) if spec.is_features else spec.channels
+    shape = (2, channels, *(() if small.frames is None else (small.frames,)), *frame)
     assert (small.frames is None) == (spec.clip_length is None), "an image model takes images, a video model clips"
     return net, torch.randn(shape, device=device)
 
