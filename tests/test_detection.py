@@ -116,7 +116,7 @@ def _window_batch(b: int = 6, seed: int = 0) -> tuple[Tensor, Tensor, Tensor]:
     return clip, target, decoder_target
 
 
-@pytest.mark.filterwarnings("ignore:You are trying to `self.log\(\)`")  # training_step outside a Trainer
+@pytest.mark.filterwarnings(r"ignore:You are trying to `self.log\(\)`")  # training_step outside a Trainer
 def test_the_decoder_loss_is_added_only_for_nets_with_a_decoder():
     batch = _window_batch()
     clip, target, decoder_target = batch
