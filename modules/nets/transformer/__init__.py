@@ -12,6 +12,7 @@ does.
 
 from . import (
     cooadtr,  # noqa: F401  (registers cooadtr_b1, cooadtr_b2)
+    nystrom,  # noqa: F401 (registers nystromformer_b1/b2, conystromformer_b1/b2)
     oadtr,  # noqa: F401  (registers oadtr, oadtr_b1, oadtr_b2)
     weights,  # noqa: F401  (original OadTR / CoOadTR checkpoints)
 )
