@@ -22,6 +22,7 @@ from .delay import Delay, Skip
 from .fold import fold_batchnorm
 from .linear import Linear
 from .local import StepLocal, local
+from .nystrom import ContinualNystromAttention, NystromAttention, NystromTransformerEncoderLayer  # noqa: F401
 from .pooling import (
     AdaptiveAvgPool2d,
     AdaptiveAvgPool3d,

@@ -35,6 +35,20 @@ TRANSFORMER_SMALL: dict[str, dict[str, Any]] = {
         name: {"side": 0, "frames": TINY["sequence_len"] + 2, "overrides": TINY_CO, "step_reference": from_clean_state}
         for name in ("cooadtr_b1", "cooadtr_b2")
     },
+    # Nyström: 6 steps, 2 landmarks (a refresh every 3 steps), so the 3 outputs include a lagged-landmark step
+    **{
+        name: {"side": 0, "frames": 6, "overrides": {**TINY, "sequence_len": 6, "num_landmarks": 2}}
+        for name in ("nystromformer_b1", "nystromformer_b2")
+    },
+    **{
+        name: {
+            "side": 0,
+            "frames": 8,
+            "overrides": {**TINY_CO, "sequence_len": 6, "num_landmarks": 2, "num_embeddings": 11},
+            "step_reference": from_clean_state,
+        }
+        for name in ("conystromformer_b1", "conystromformer_b2")
+    },
 }
 
 
