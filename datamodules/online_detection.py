@@ -45,14 +45,22 @@ from datamodules.oad_formats import (
 )
 from datamodules.robust import skip_counts, warn_skipped
 
-__all__ = ["EVAL_MODES", "EpochOffsetSampler", "OnlineDetectionDataModule", "StreamDataset", "WindowDataset"]
+__all__ = [
+    "EVAL_MODES",
+    "EpochOffsetSampler",
+    "OnlineDetectionDataModule",
+    "StreamDataset",
+    "Videos",
+    "WindowDataset",
+    "load_split",
+]
 
 log = logging.getLogger(__name__)
 
 EVAL_MODES = ("window", "stream")
 
 
-class _Videos:
+class Videos:
     """The videos of one split in memory: ``features[i]`` float32 (T_i, E), ``labels[i]`` float32 (T_i, K)."""
 
     def __init__(self, names: list[str], features: list[np.ndarray], labels: list[np.ndarray], missing: list[str]):
@@ -61,7 +69,7 @@ class _Videos:
 
 def load_split(
     root: Path, dataset: str, feature: str, videos: list[str], part: str, *, names_from_zero: bool = False
-) -> _Videos:
+) -> Videos:
     """Read the annotations and features of ``videos`` (``part``: THUMOS ``val`` for training, ``test``); videos
     absent from either pickle are skipped with one warning and listed in ``missing``."""
     facts = DATASETS[dataset]
@@ -81,7 +89,8 @@ def load_split(
         if video not in labels_of or video not in features_of:
             missing.append(video)
             continue
-        x, y, steps_cut = video_arrays(video, features_of[video], labels_of[video], parts, path)
+        # popped: each video's pickled arrays are freed once its float32 copy exists (peak ~ pickle + one video)
+        x, y, steps_cut = video_arrays(video, features_of.pop(video), labels_of.pop(video), parts, path)
         if y.shape[1] != facts.num_classes:
             raise ValueError(f"{anno_path}: {video} has {y.shape[1]} classes, expected {facts.num_classes}")
         names.append(video)
@@ -92,7 +101,7 @@ def load_split(
     warn_skipped(missing, len(videos), f"{root} {part}", items="videos", reason="are absent from the pickles")
     if cut:
         log.info(f"{root} {part}: {len(cut)} videos truncated to their shortest array: {', '.join(cut[:5])}")
-    return _Videos(names, features, labels, missing)
+    return Videos(names, features, labels, missing)
 
 
 def _check_tvseries_numbering(labels: dict[str, np.ndarray], path: Path, names_from_zero: bool) -> None:
@@ -117,7 +126,7 @@ class WindowDataset(Dataset):
     their Ambiguous target (``ignore`` = that class, None: keep all); ``too_short`` the videos without a window.
     """
 
-    def __init__(self, videos: _Videos, *, sequence_len: int, queries: int, ignore: int | None) -> None:
+    def __init__(self, videos: Videos, *, sequence_len: int, queries: int, ignore: int | None) -> None:
         self.videos, self.sequence_len, self.queries = videos, sequence_len, queries
         self.missing = videos.missing
         windows, self.num_ambiguous, self.too_short = [], 0, []
@@ -156,7 +165,7 @@ class WindowDataset(Dataset):
 class StreamDataset(Dataset):
     """Whole videos, every step in order: ``(features (E, T), targets (K, T))`` (Ambiguous steps included)."""
 
-    def __init__(self, videos: _Videos) -> None:
+    def __init__(self, videos: Videos) -> None:
         self.videos, self.missing = videos, videos.missing
 
     @property
@@ -284,7 +293,7 @@ class OnlineDetectionDataModule(pl.LightningDataModule):
             stream = self.eval_mode == "stream"
             self.datasets[split] = StreamDataset(test_videos) if stream else self._windows(test_videos, split)
 
-    def _load(self, videos: list[str], part: str) -> _Videos:
+    def _load(self, videos: list[str], part: str) -> Videos:
         h = self.hparams
         loaded = load_split(self.root, self.dataset, self.feature, videos, part, names_from_zero=h.names_from_zero)
         width = loaded.features[0].shape[1] if loaded.features else None
@@ -295,7 +304,7 @@ class OnlineDetectionDataModule(pl.LightningDataModule):
             )
         return loaded
 
-    def _windows(self, videos: _Videos, split: str) -> WindowDataset:
+    def _windows(self, videos: Videos, split: str) -> WindowDataset:
         windows = WindowDataset(videos, sequence_len=self.sequence_len, queries=self.queries, ignore=self.ignore_index)
         if self.ignore_index is not None:
             log.info(
