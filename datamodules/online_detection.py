@@ -44,6 +44,7 @@ from datamodules.oad_formats import (
     video_arrays,
 )
 from datamodules.robust import skip_counts, warn_skipped
+from datamodules.tvseries_parser import ACTIONS
 
 __all__ = [
     "EVAL_MODES",
@@ -53,11 +54,20 @@ __all__ = [
     "Videos",
     "WindowDataset",
     "load_split",
+    "tvseries_classes",
 ]
 
 log = logging.getLogger(__name__)
 
 EVAL_MODES = ("window", "stream")
+
+
+def tvseries_classes(*, names_from_zero: bool = False) -> list[str]:
+    """The name of each TVSeries annotation column: background, then the actions alphabetically; with the
+    original's numbering (``names_from_zero``) column 0 is background and "Answer phone" at once, 30 unused."""
+    if names_from_zero:
+        return [f"background + {ACTIONS[0]}", *ACTIONS[1:], "(unused)"]
+    return ["background", *ACTIONS]
 
 
 class Videos:
@@ -276,7 +286,10 @@ class OnlineDetectionDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         classes, train, test = read_data_info(self.root, self.dataset)
-        self.classes = classes
+        # TVSeries columns follow the parser's numbering, not data_info_new.json's class_index (another order)
+        self.classes = (
+            tvseries_classes(names_from_zero=self.hparams.names_from_zero) if self.dataset == "tvseries" else classes
+        )
         if self.limit is not None:
             train, test = train[: self.limit], test[: self.limit]
         needed = {"fit": ("train", "val"), "validate": ("val",), "test": ("test",), "predict": ("test",)}

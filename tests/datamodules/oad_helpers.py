@@ -20,6 +20,15 @@ PART = {"rgb": 0.0, "flow": 0.25, "audio": 0.5}
 WIDTHS = {"rgb": 6, "flow": 3, "audio": 4}
 
 
+#: CoOadTR's data_info_new.json lists the TVSeries classes in this order, not the parser's (alphabetical) one
+TVSERIES_INFO_CLASSES = [
+    "background", "Pick something up", "Point", "Drink", "Stand up", "Run", "Sit down", "Read", "Smoke", "Drive car",
+    "Open door", "Give something", "Use computer", "Write", "Go down stairway", "Close door", "Throw something",
+    "Go up stairway", "Get in/out of car", "Hang up phone", "Eat", "Answer phone", "Dress up", "Clap", "Undress",
+    "Kiss", "Fall/trip", "Wave", "Pour", "Punch", "Fire weapon",
+]  # fmt: skip
+
+
 def label(t: np.ndarray | int, num_classes: int) -> np.ndarray | int:
     return (np.asarray(t) // 7) % num_classes
 
@@ -36,11 +45,10 @@ def features(v: int, length: int, parts: tuple[str, ...]) -> dict[str, np.ndarra
 def write_data_info(root: Path, thumos: tuple[list[str], list[str]], tvseries: tuple[list[str], list[str]]) -> None:
     """CoOadTR's data_info_new.json with these THUMOS / TVSERIES (train, test) videos and the real class names."""
     from datamodules.oad_formats import THUMOS_CLASSES
-    from datamodules.tvseries_parser import ACTIONS
 
     info = {
         "HDD": {"class_index": ["background"], "train_session_set": [], "test_session_set": []},
-        "TVSERIES": {"class_index": ["background", *ACTIONS], "train_session_set": tvseries[0],
+        "TVSERIES": {"class_index": TVSERIES_INFO_CLASSES, "train_session_set": tvseries[0],
                      "test_session_set": tvseries[1]},
         "THUMOS": {"class_index": list(THUMOS_CLASSES), "train_session_set": thumos[0], "test_session_set": thumos[1]},
     }  # fmt: skip

@@ -206,6 +206,8 @@ def test_tvseries_windows_keep_every_class_and_truncate_to_the_annotations(tvser
     ends = dm.datasets["train"].windows[:, 1]
     assert len(dm.datasets["train"]) == (77 - Q - N) + (57 - Q - N) and ends.max() == 77 - Q - 1
     assert dm.datasets["val"][0][1].shape == (31,)
+    # class names follow the annotation columns (data_info_new.json lists TVSeries classes in another order)
+    assert dm.classes[0] == "background" and dm.classes[1] == "Answer phone" and dm.classes[30] == "Write"
 
 
 def test_tvseries_feature_names_its_pickle(tvseries):
