@@ -37,96 +37,25 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from datamodules.oad_formats import (
     AMBIGUOUS,
     DATASETS,
+    Videos,
     feature_file,
-    feature_parts,
-    load_pickle,
+    load_split,
     read_data_info,
-    video_arrays,
+    tvseries_classes,
 )
 from datamodules.robust import skip_counts, warn_skipped
-from datamodules.tvseries_parser import ACTIONS
 
 __all__ = [
     "EVAL_MODES",
     "EpochOffsetSampler",
     "OnlineDetectionDataModule",
     "StreamDataset",
-    "Videos",
     "WindowDataset",
-    "load_split",
-    "tvseries_classes",
 ]
 
 log = logging.getLogger(__name__)
 
 EVAL_MODES = ("window", "stream")
-
-
-def tvseries_classes(*, names_from_zero: bool = False) -> list[str]:
-    """The name of each TVSeries annotation column: background, then the actions alphabetically; with the
-    original's numbering (``names_from_zero``) column 0 is background and "Answer phone" at once, 30 unused."""
-    if names_from_zero:
-        return [f"background + {ACTIONS[0]}", *ACTIONS[1:], "(unused)"]
-    return ["background", *ACTIONS]
-
-
-class Videos:
-    """The videos of one split in memory: ``features[i]`` float32 (T_i, E), ``labels[i]`` float32 (T_i, K)."""
-
-    def __init__(self, names: list[str], features: list[np.ndarray], labels: list[np.ndarray], missing: list[str]):
-        self.names, self.features, self.labels, self.missing = names, features, labels, missing
-
-
-def load_split(
-    root: Path, dataset: str, feature: str, videos: list[str], part: str, *, names_from_zero: bool = False
-) -> Videos:
-    """Read the annotations and features of ``videos`` (``part``: THUMOS ``val`` for training, ``test``); videos
-    absent from either pickle are skipped with one warning and listed in ``missing``."""
-    facts = DATASETS[dataset]
-    if dataset == "thumos14":
-        anno_path = root / f"thumos_{part}_anno.pickle"
-        anno = load_pickle(anno_path, 'THUMOS14 annotations, video -> {"anno": (T, 22)}', facts.how)
-        labels_of = {v: a["anno"] for v, a in anno.items()}
-    else:
-        anno_path = root / "tvseries_anno.pickle"
-        labels_of = load_pickle(anno_path, "TVSeries annotations, episode -> (T, 31)", facts.how)
-        _check_tvseries_numbering(labels_of, anno_path, names_from_zero)
-    path = feature_file(root, dataset, feature, part)
-    features_of = load_pickle(path, f'{dataset} {feature} features, video -> {{"rgb", "flow", ...}}', facts.how)
-    parts = feature_parts(feature) if dataset == "thumos14" else ("rgb", "flow")
-    names, features, labels, missing, cut = [], [], [], [], []
-    for video in videos:
-        if video not in labels_of or video not in features_of:
-            missing.append(video)
-            continue
-        # popped: each video's pickled arrays are freed once its float32 copy exists (peak ~ pickle + one video)
-        x, y, steps_cut = video_arrays(video, features_of.pop(video), labels_of.pop(video), parts, path)
-        if y.shape[1] != facts.num_classes:
-            raise ValueError(f"{anno_path}: {video} has {y.shape[1]} classes, expected {facts.num_classes}")
-        names.append(video)
-        features.append(x)
-        labels.append(y)
-        if steps_cut:
-            cut.append(f"{video} (-{steps_cut})")
-    warn_skipped(missing, len(videos), f"{root} {part}", items="videos", reason="are absent from the pickles")
-    if cut:
-        log.info(f"{root} {part}: {len(cut)} videos truncated to their shortest array: {', '.join(cut[:5])}")
-    return Videos(names, features, labels, missing)
-
-
-def _check_tvseries_numbering(labels: dict[str, np.ndarray], path: Path, names_from_zero: bool) -> None:
-    """The original numbering (``names_from_zero``) never sets column 30; a file that does was not made so."""
-    uses_last = any(np.asarray(y)[:, 30].any() for y in labels.values())
-    if names_from_zero and uses_last:
-        raise ValueError(
-            f"{path} sets class 30, so its actions are numbered 1..30, not from 0: set names_from_zero=false"
-        )
-    if not names_from_zero and not uses_last:
-        log.warning(
-            f"{path} never sets class 30 ('Write'): it may have been made with the original parser's numbering "
-            "(actions from 0, 'Answer phone' merged into background); rebuild it with "
-            "`python -m datamodules.tvseries_parser` or set names_from_zero=true to run as the original"
-        )
 
 
 class WindowDataset(Dataset):
