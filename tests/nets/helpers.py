@@ -20,7 +20,8 @@ def randomize(net: nn.Module, seed: int = 0) -> nn.Module:
                 m.running_var.uniform_(0.5, 2.0, generator=g)
             elif isinstance(m, nn.Linear):
                 m.weight.normal_(0.0, 0.05, generator=g)
-                m.bias.uniform_(-0.5, 0.5, generator=g)
+                if m.bias is not None:  # CoOadTR's attention projections have none
+                    m.bias.uniform_(-0.5, 0.5, generator=g)
             elif isinstance(m, nn.Conv3d) and m.bias is not None:
                 m.bias.uniform_(-0.5, 0.5, generator=g)
     return net

@@ -36,6 +36,10 @@ IMAGES = {"resnet18": 224, "resnet50": 224, "resnet18_cifar": 32, "resnet50_cifa
 @pytest.mark.parametrize("name", nets.list_models())
 def test_every_registered_model_has_input_facts(name):
     spec = input_spec(name)
+    if spec.is_features:  # pre-extracted feature windows (B, dim_feature, T): no pixels, no normalisation
+        assert spec.crop_size == 1 and spec.clip_length >= 1 and spec.normalisation is None
+        assert spec.channels == nets.builder_defaults(name)["dim_feature"]
+        return
     assert spec.channels == 3 and spec.crop_size >= 8
     if spec.clip_length is None:  # an image model
         assert spec.normalisation in {*IMAGE_NORMALISATIONS, None}
