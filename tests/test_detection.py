@@ -132,6 +132,12 @@ def test_the_decoder_loss_is_added_only_for_nets_with_a_decoder():
         soft_cross_entropy(net(clip), target).item(), rel=1e-6
     )
     assert net.decoder_calls == 1
+    # a net that has the method but says it has no decoder (OadTR-b): not called
+    net.has_decoder = False
+    assert _system(net).training_step(batch, 0).item() == pytest.approx(
+        soft_cross_entropy(net(clip), target).item(), rel=1e-6
+    )
+    assert net.decoder_calls == 1
     # a net without a decoder: the decoder targets are unused
     offline = Offline(TinyCoNet())
     assert _system(offline).training_step(batch, 0).item() == pytest.approx(

@@ -5,10 +5,11 @@ Training runs the net offline on windows of ``sequence_len`` steps (``(features 
 decoder_target (B, K, Q))``) with a soft-target cross-entropy on the logits of the newest step,
 ``-(target · log_softmax(logits)).sum(1).mean()`` (CoOadTR's ``SetCriterion.loss_labels``; the targets are one- or
 multi-hot and, as there, not normalised: a frame with two actions adds two terms unless ``normalize_targets``).
-A net with ``forward_with_decoder`` (OadTR with its decoder) adds ``decoder_loss_weight`` (0.5, OadTR's
-``classification_pred_loss_coef``) times the same loss over its ``Q`` future-step predictions. Rows whose target is
-the ignore class (THUMOS14's Ambiguous) are left out of both means, as OadTR does for its decoder targets (OadTR
-also leaves the Ambiguous logit out of the softmax; CoOadTR, whose windows never end on Ambiguous, keeps all 22).
+A net with ``forward_with_decoder`` (OadTR with its decoder; not one whose ``has_decoder`` is False) adds
+``decoder_loss_weight`` (0.5, OadTR's ``classification_pred_loss_coef``) times the same loss over its ``Q``
+future-step predictions. Rows whose target is the ignore class (THUMOS14's Ambiguous) are left out of both means,
+as OadTR does for its decoder targets (OadTR also leaves the Ambiguous logit out of the softmax; CoOadTR, whose
+windows never end on Ambiguous, keeps all 22).
 
 Validation and test score frames (``modules.systems.detection_metrics``) under ``eval_mode``:
 
@@ -196,7 +197,7 @@ class OnlineDetectionSystem(pl.LightningModule):
     def training_step(self, batch: tuple[Tensor, ...], batch_idx: int) -> Tensor:
         clip, target, decoder_target = _window_batch(batch, "train")
         weight = self.hparams.decoder_loss_weight
-        if weight and hasattr(self.net, "forward_with_decoder"):
+        if weight and _has_decoder(self.net):
             out, decoded = self.net.forward_with_decoder(clip)
             loss = self.loss(_newest(out, self.hparams.num_classes, "net.forward_with_decoder(clip)[0]"), target)
             loss = loss + weight * self.loss(_rows(decoded), _rows(decoder_target))
@@ -281,6 +282,11 @@ class OnlineDetectionSystem(pl.LightningModule):
 def _check_choice(what: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{what} must be one of {choices}, got {value!r}")
+
+
+def _has_decoder(net: nn.Module) -> bool:
+    """A net with OadTR's decoder: ``forward_with_decoder``, unless it says ``has_decoder = False`` (OadTR-b)."""
+    return hasattr(net, "forward_with_decoder") and bool(getattr(net, "has_decoder", True))
 
 
 def _is_continual(net: nn.Module) -> bool:
