@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hydra
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -9,7 +10,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from experiments.transformer_resolvers import register as register_resolvers
+from experiments.utils import instantiate_callbacks
 from modules import nets
+from modules.nets.transformer.nystrom import CoNystromformer
 from modules.systems.landmarks import (
     LandmarkFitting,
     collect_queries_keys,
@@ -17,6 +21,7 @@ from modules.systems.landmarks import (
     freeze_before_landmarks,
     kmeans,
 )
+from tests.conftest import CONFIGS
 from tests.nets.transformer.helpers import TINY_CO
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -164,3 +169,44 @@ def test_callback_checks_its_schedule_against_the_run() -> None:
     with pytest.raises(ValueError, match="max_epochs"):
         LandmarkFitting([5, 5]).start_epochs(4)
     assert LandmarkFitting([5, 5]).start_epochs(14) == [4, 9]
+
+
+# --- the experiment configs ------------------------------------------------------------------------------------
+NYSTROM_EXPERIMENTS = sorted(
+    p.stem for p in (CONFIGS / "experiment" / "transformers" / "nystrom").glob("*.yaml") if not p.stem.startswith("_")
+)
+
+
+def test_every_net_and_feature_has_a_row_and_a_fixed_landmark_row() -> None:
+    rows = [
+        f"{net}_{b}_thumos14_{f}"
+        for net in ("nystromformer", "conystromformer")
+        for b in ("b1", "b2")
+        for f in ("anet", "kin")
+    ]
+    assert sorted([*rows, *(f"{r}_fixed" for r in rows)]) == NYSTROM_EXPERIMENTS
+
+
+@pytest.mark.parametrize("experiment", NYSTROM_EXPERIMENTS)
+def test_nystrom_experiment_composes_and_builds_its_net_and_callbacks(compose_cfg, experiment: str) -> None:
+    register_resolvers()
+    small = ["model.net.embed_dim=16", "model.net.ff_dim=8", "data.sequence_len=16"]
+    cfg = compose_cfg("train.yaml", [f"experiment=transformers/nystrom/{experiment}", *small])
+    assert cfg.run_name == experiment and cfg.seed == 0
+    variant, _, feature = experiment.removesuffix("_fixed").partition("_thumos14_")
+    assert (cfg.model.variant, cfg.data.feature, cfg.data.dataset) == (variant, feature, "thumos14")
+    net = hydra.utils.instantiate(cfg.model.net)
+    assert isinstance(net, CoNystromformer) == variant.startswith("co")
+    learned = net.position_encoding.learned
+    assert learned == variant.startswith("nystromformer") and net.position_encoding.num_embeds == 64
+    assert [a.num_landmarks for a in net.landmark_attentions()] == [8] * (2 if "_b2" in variant else 1)
+    assert cfg.model.optimizer.lr == 1e-4 and cfg.data.batch_size == 128
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    fitting = [c for c in callbacks if isinstance(c, LandmarkFitting)]
+    if not experiment.endswith("_fixed"):
+        assert not fitting and cfg.trainer.max_epochs == 4
+        return
+    layers = len(net.landmark_attentions())
+    assert fitting[0].fit_layer_epochs == [5] * layers and fitting[0].freeze_weights
+    assert cfg.trainer.max_epochs == 4 + 5 * layers
+    assert fitting[0].start_epochs(cfg.trainer.max_epochs) == [4, 9][:layers]
