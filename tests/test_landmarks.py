@@ -82,7 +82,7 @@ def test_fitting_sets_the_landmarks_and_changes_the_outputs() -> None:
         before = net(clip)
     net.clean_state()  # the same positional offsets in both collections below
     attention = fit_landmarks(net, 0, _clips(), 4, num_points=40, n_init=2, seed=0)
-    assert attention.fixed_landmarks and attention.pseudo_inverse
+    assert attention.fixed_landmarks and attention.uses_pseudo_inverse and not attention.pseudo_inverse
     assert not net.landmark_attentions()[1].fixed_landmarks
     net.clean_state()
     queries, keys = collect_queries_keys(net, attention, _clips(), 4, num_points=40, seed=0)

@@ -45,7 +45,9 @@ Quirks of the original code, and what is done here instead (the experiment confi
   (and creates no unused parameters); ``projections=True`` adds ``nn.MultiheadAttention``'s in/out projections
   (keys ``in_proj_weight``, ``in_proj_bias``, ``out_proj.*``) and heads.
 * Its offline attention with segment-mean landmarks skips the pseudo-inverse (``kernel_2`` is the softmax itself),
-  while its continual step and its fixed landmarks invert: ``pseudo_inverse=False`` reproduces the former.
+  while its continual step and its fixed landmarks invert: ``pseudo_inverse=False`` reproduces the former for
+  segment-mean landmarks; fixed landmarks always use the pseudo-inverse (so a checkpoint's ``landmarks_fixed``
+  decides it).
 * Its pseudo-inverse scales by the largest row/column sums of the whole batch, so a stream's output depends on
   the other streams of its batch; here each matrix is scaled by its own sums.
 * Its fixed landmarks are k-means centres of the unscaled tokens, compared with queries and keys scaled by
@@ -149,7 +151,8 @@ class NystromAttention(nn.Module):
 
     ``forward(clip (B, E, T)) -> (B, E, T)``; ``attend(tokens (B, T, E)) -> (B, T, E)`` and ``attend_last(tokens)
     -> (B, E)`` (the newest position only; landmarks still from all tokens) for encoder layers. See the module
-    docstring for ``projections``, ``pseudo_inverse`` and the landmark modes. ``set_landmarks`` fixes the
+    docstring for ``projections``, ``pseudo_inverse`` (segment-mean landmarks only: fixed ones always invert) and
+    the landmark modes. ``set_landmarks`` fixes the
     landmarks (buffers ``q_landmarks``/``k_landmarks`` of shape ``(H, m, d)`` in the space of the unscaled
     queries and keys, and the flag ``landmarks_fixed``, all in the ``state_dict``); ``release_landmarks`` returns
     to segment means. ``register_tokens_hook(fn)`` calls ``fn(module, tokens)`` with the attention input of every
@@ -255,6 +258,11 @@ class NystromAttention(nn.Module):
         out = heads.transpose(1, 2).flatten(2)
         return self.out_proj(out) if self.projections else out
 
+    @property
+    def uses_pseudo_inverse(self) -> bool:
+        """Whether the middle factor is inverted: always with fixed landmarks, else as ``pseudo_inverse`` says."""
+        return self.pseudo_inverse or self.fixed_landmarks
+
     def window_landmarks(self, query: Tensor, key: Tensor) -> Landmarks:
         """The landmarks of a window of unscaled queries/keys ``(B, H, n, d)``: fixed ones, or segment means."""
         if self.fixed_landmarks:
@@ -275,7 +283,7 @@ class NystromAttention(nn.Module):
             value,
             q_landmarks * scale,
             k_landmarks * scale,
-            self.pseudo_inverse,
+            self.uses_pseudo_inverse,
             self.pinv_iterations,
         )
 
@@ -533,7 +541,7 @@ class ContinualNystromAttention(StatefulModule, NystromAttention):
             left_max, left_acc = _put(left_max, slot, suffix_max), _put(left_acc, slot, suffix_acc)
             right_max = _put(right_max, slot, torch.full_like(right_max[:, :, 0], float("-inf")))
             right_acc = _put(right_acc, slot, torch.zeros_like(right_acc[:, :, 0]))
-            kernel = middle_kernel(rows[..., :d], rows[..., d:], self.pseudo_inverse, self.pinv_iterations)
+            kernel = middle_kernel(rows[..., :d], rows[..., d:], self.uses_pseudo_inverse, self.pinv_iterations)
 
         out = None
         if t >= n - 1:

@@ -188,11 +188,10 @@ def fit_landmarks(
     n_init: int = 10,
     max_iter: int = 300,
     seed: int = 0,
-    pseudo_inverse: bool | None = True,
 ) -> NystromAttention:
     """Fix layer ``index``'s landmarks to the k-means centres of its sampled queries and keys (one k-means per
-    head and per set). ``pseudo_inverse`` (unless None) is set on the attention: the original's fixed landmarks
-    use the pseudo-inverse of their kernel even where its segment-mean attention did not."""
+    head and per set). Fixed landmarks use the pseudo-inverse of their kernel, as the original's do, even where its
+    segment-mean attention did not (``NystromAttention.uses_pseudo_inverse``)."""
     attentions = _net_of(net).landmark_attentions()
     if not 0 <= index < len(attentions):
         raise IndexError(f"{type(net).__name__} has {len(attentions)} Nyström layers, got index {index}")
@@ -204,8 +203,6 @@ def fit_landmarks(
     q_centres = torch.stack([kmeans(q.to(device), m, **fit) for q in queries])
     k_centres = torch.stack([kmeans(k.to(device), m, **fit) for k in keys])
     attention.set_landmarks(q_centres.to(attention.q_landmarks), k_centres.to(attention.k_landmarks))
-    if pseudo_inverse is not None:
-        attention.pseudo_inverse = pseudo_inverse
     return attention
 
 
@@ -241,7 +238,6 @@ class LandmarkFitting(pl.Callback):
         n_init: int = 10,
         max_iter: int = 300,
         seed: int = 0,
-        pseudo_inverse: bool | None = True,
         feature_index: int = 0,
     ) -> None:
         super().__init__()
@@ -260,7 +256,6 @@ class LandmarkFitting(pl.Callback):
             "n_init": n_init,
             "max_iter": max_iter,
             "seed": seed,
-            "pseudo_inverse": pseudo_inverse,
         }
         self.feature_index = feature_index
 

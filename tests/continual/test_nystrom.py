@@ -114,8 +114,10 @@ def test_fixed_landmarks_are_buffers_whose_flag_survives_a_checkpoint() -> None:
     target.load_state_dict(source.state_dict())
     assert target.fixed_landmarks
     torch.testing.assert_close(target.q_landmarks, source.q_landmarks)
+    target.pseudo_inverse = False  # fixed landmarks invert all the same
+    assert target.uses_pseudo_inverse
     target.release_landmarks()
-    assert not target.fixed_landmarks and not bool(target.landmarks_fixed)
+    assert not target.fixed_landmarks and not bool(target.landmarks_fixed) and not target.uses_pseudo_inverse
     with pytest.raises(ValueError, match="heads, landmarks, head_dim"):
         target.set_landmarks(torch.zeros(4, 4), torch.zeros(4, 4))
 

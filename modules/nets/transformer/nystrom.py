@@ -20,8 +20,8 @@ Defaults that follow the original code (each is a build argument):
   values, in one head over the whole embedding, with no output projection (``num_heads`` then has no effect);
   ``True`` gives ``num_heads`` heads with ``nn.MultiheadAttention``'s projections.
 * ``pseudo_inverse=False``: the original's offline attention with segment-mean landmarks, which trained and scored
-  every reported number, multiplies by ``softmax(Q~ K~^T)`` itself, not its pseudo-inverse. Fixing landmarks with
-  ``modules.systems.landmarks`` switches the inverse on, as the original's ``fix_landmarks`` does.
+  every reported number, multiplies by ``softmax(Q~ K~^T)`` itself, not its pseudo-inverse. Fixed landmarks always
+  use the pseudo-inverse, as the original's ``fix_landmarks`` does.
 * ``num_landmarks=8``: the original's argparse default is 10, but its experiments sweep {2, 4, 8, 16, 32}, and a
   continual net with continual landmarks needs ``num_landmarks`` to divide ``sequence_len`` (64).
 * ``fixed_landmarks=False``: landmarks are segment means of each window. ``True`` builds every layer with fixed
