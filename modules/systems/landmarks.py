@@ -227,6 +227,8 @@ class LandmarkFitting(pl.Callback):
     fitted at the start of epoch ``max_epochs - sum(fit_layer_epochs) + sum(fit_layer_epochs[:l])`` from one pass
     over the training dataloader (``feature_index`` picks the features from each batch), then the epochs go on.
     A run resumed after a fitting step keeps the fitted landmarks (they are in the checkpoint) and freezes again.
+    Under DDP every rank clusters the tokens of its own shard; DDP's buffer broadcast (on by default) then gives
+    every rank rank 0's landmarks at the next forward.
     """
 
     def __init__(
