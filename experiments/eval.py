@@ -49,7 +49,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="eval.yaml")
 def main(cfg: DictConfig) -> float | None:
     metrics = evaluate(cfg)
-    headline = utils.headline(metrics, ["test/top1", cfg.get("optimized_metric")])
+    headline = utils.headline(metrics, ["test/top1", "test/mAP", "test/mcAP", cfg.get("optimized_metric")])
     utils.report_run("eval", cfg.paths.output_dir, utils.run_files(cfg), headline)
     return utils.metric_value(metrics, cfg.get("optimized_metric"))
 

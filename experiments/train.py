@@ -68,7 +68,7 @@ def _best_checkpoint(trainer: pl.Trainer) -> str | None:
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
-    headline = utils.headline(metrics, ["test/top1", "val/top1", cfg.get("optimized_metric")])
+    headline = utils.headline(metrics, ["test/top1", "test/mAP", "test/mcAP", "val/top1", cfg.get("optimized_metric")])
     utils.report_run("train", cfg.paths.output_dir, utils.run_files(cfg), headline)
     return utils.metric_value(metrics, cfg.get("optimized_metric"))
 

@@ -6,13 +6,16 @@ with the others by ``experiments.inputs.register_resolvers``:
   ``--dim_feature``): THUMOS14 TSN features pretrained on ActivityNet (``anet``, 2048 rgb + 1024 flow = 3072) or
   Kinetics (``kin``, 4096), each optionally with 4096-d AudioSet features (``*_audio``); TVSeries TSN-R50 features
   (4096 for both pretrainings).
+* ``${oad_metric:<task>,<name>}``: the metric a run of ``task`` optimises and returns: ``val/<name>`` when training
+  (``task_name: train``: the metric after the last epoch), ``test/<name>`` otherwise (``experiments.eval`` logs test
+  metrics only), e.g. ``optimized_metric: ${oad_metric:${task_name},mcAP}``.
 """
 
 from __future__ import annotations
 
 from omegaconf import OmegaConf
 
-__all__ = ["FEATURE_DIMS", "oad_feature_dim", "register"]
+__all__ = ["FEATURE_DIMS", "oad_feature_dim", "oad_metric", "register"]
 
 #: dataset -> feature -> width of a step
 FEATURE_DIMS: dict[str, dict[str, int]] = {
@@ -32,7 +35,13 @@ def oad_feature_dim(dataset: str, feature: str) -> int:
     return FEATURE_DIMS[dataset][feature]
 
 
+def oad_metric(task: str, name: str) -> str:
+    """``val/<name>`` for the ``train`` task, ``test/<name>`` for any other."""
+    return f"{'val' if task == 'train' else 'test'}/{name}"
+
+
 def register() -> None:
-    """Register ``oad_feature_dim`` (idempotent)."""
-    if not OmegaConf.has_resolver("oad_feature_dim"):
-        OmegaConf.register_new_resolver("oad_feature_dim", oad_feature_dim)
+    """Register ``oad_feature_dim`` and ``oad_metric`` (idempotent)."""
+    for name, resolver in {"oad_feature_dim": oad_feature_dim, "oad_metric": oad_metric}.items():
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, resolver)

@@ -258,7 +258,10 @@ class OnlineDetectionSystem(pl.LightningModule):
     def _class_rows(self, classes: list[int], result: dict[str, Tensor]) -> list[dict[str, Any]]:
         """The tidy per-class table of a test: one row per class and metric (AP, cAP), then the means."""
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        names = getattr(datamodule, "class_names", None)
+        # the class names, when the datamodule has them (OnlineDetectionDataModule.classes, after setup)
+        names = getattr(datamodule, "class_names", None) or getattr(datamodule, "classes", None)
+        if names is not None and len(names) != self.hparams.num_classes:
+            names = None
         base = {"protocol": self.hparams.eval_mode}
         rows = []
         for i, c in enumerate(classes):
