@@ -1,8 +1,9 @@
 """Train a model: ``python -m experiments.train experiment=<name> [overrides]``.
 
 Seeds, instantiates data, model, callbacks, loggers and trainer from the composed config, fits (resuming from
-``ckpt_path=`` if given), tests the best checkpoint, and writes ``config.yaml`` (resolved) and ``metrics.json``
-into the run directory. Returns ``optimized_metric`` for sweepers.
+``ckpt_path=`` if given), tests the best checkpoint (with ``test_checkpoint: last``, the last epoch's weights), and
+writes ``config.yaml`` (resolved) and ``metrics.json`` into the run directory. Returns ``optimized_metric`` for
+sweepers.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             metrics.update(trainer.callback_metrics)
         if cfg.get("test"):
-            trainer.test(model, datamodule=datamodule, ckpt_path=_best_checkpoint(trainer))
+            which = cfg.get("test_checkpoint", "best")
+            trainer.test(model, datamodule=datamodule, ckpt_path=_test_checkpoint(trainer, which))
             metrics.update(trainer.callback_metrics)
             utils.write_protocol_results(getattr(model, "protocol_results", []), output_dir, loggers)
     finally:
@@ -54,8 +56,14 @@ def train(cfg: DictConfig) -> dict[str, float]:
     return utils.float_metrics(metrics)
 
 
-def _best_checkpoint(trainer: pl.Trainer) -> str | None:
-    """The monitored best checkpoint, or None (the current weights) when none was saved, e.g. fast_dev_run."""
+def _test_checkpoint(trainer: pl.Trainer, which: str) -> str | None:
+    """The monitored best checkpoint, or None: the current weights (``which="last"``: the last epoch's; also when
+    none was saved, e.g. fast_dev_run)."""
+    if which not in ("best", "last"):
+        raise ValueError(f"test_checkpoint must be 'best' or 'last', got {which!r}")
+    if which == "last":
+        log.info("Testing the weights of the last epoch (test_checkpoint: last)")
+        return None
     callback = trainer.checkpoint_callback
     best = getattr(callback, "best_model_path", "") if callback is not None else ""
     if not best:

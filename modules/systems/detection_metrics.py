@@ -161,6 +161,11 @@ class DetectionAP(Metric):
         self.columns, self.classes = score_columns(
             num_classes, background_index=background_index, ignore_index=ignore_index, class_slice=class_slice
         )
+        # index tensors that follow the metric's device, so that update copies nothing from the host
+        scored = [self.columns.index(c) for c in self.classes]
+        self.register_buffer("_columns", torch.tensor(self.columns), persistent=False)
+        self.register_buffer("_scored", torch.tensor(scored), persistent=False)
+        self.register_buffer("_classes", torch.tensor(self.classes), persistent=False)
         self.add_state("scores", default=[], dist_reduce_fx="cat")
         self.add_state("positives", default=[], dist_reduce_fx="cat")
         self.add_state("keep", default=[], dist_reduce_fx="cat")
@@ -171,11 +176,9 @@ class DetectionAP(Metric):
                 f"DetectionAP.update expects logits and targets (N, {self.num_classes}), got "
                 f"{tuple(logits.shape)} and {tuple(target.shape)}"
             )
-        columns = torch.as_tensor(self.columns, device=logits.device)
-        probs = torch.softmax(logits.index_select(1, columns).float(), dim=1)
-        scored = [self.columns.index(c) for c in self.classes]
-        self.scores.append(probs[:, scored])
-        self.positives.append(target[:, self.classes] > 0)
+        probs = torch.softmax(logits.index_select(1, self._columns).float(), dim=1)
+        self.scores.append(probs.index_select(1, self._scored))
+        self.positives.append(target.index_select(1, self._classes) > 0)
         if self.ignore_index is None:
             self.keep.append(torch.ones(target.shape[0], dtype=torch.bool, device=target.device))
         else:
