@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from modules import continual as co
-from modules.systems import OnlineDetectionSystem, soft_cross_entropy
+from modules.systems import DetectionAP, OnlineDetectionSystem, soft_cross_entropy
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -219,7 +219,7 @@ def test_stream_test_counts_ignored_and_skipped_frames(continual, warmup):
     net = TinyCoNet() if continual else Offline(TinyCoNet())
     system = _system(net, eval_mode="stream", warmup=warmup)  # ignore_index taken from the data
     metrics = _trainer().test(system, datamodule=TinyData("stream"), verbose=False)[0]
-    assert system.ignore_index == IGNORE and system.test_ap.ignore_index == IGNORE
+    assert system.ignore_index == system.hparams.ignore_index == system.test_ap.ignore_index == IGNORE
     # videos of 9 and 12 frames, the last 3 of each Ambiguous; skipping leaves out the first N - 1 = 3 of each
     skipped = 0 if warmup == "pad" else 2 * (N - 1)
     assert metrics["test/skipped_frames"] == skipped and metrics["test/ignored_frames"] == 6
@@ -235,8 +235,6 @@ def test_stream_metrics_equal_the_metric_on_the_scored_frames():
     system = _system(net, eval_mode="stream", ignore_index=IGNORE)
     data = TinyData("stream")
     metrics = _trainer().test(system, datamodule=data, verbose=False)[0]
-    from modules.systems import DetectionAP
-
     reference = DetectionAP(K, ignore_index=IGNORE)
     for features, targets in data.test_dataloader():
         keep = targets[0].argmax(0) != IGNORE

@@ -153,6 +153,7 @@ class OnlineDetectionSystem(pl.LightningModule):
                     "set model.ignore_index to the data's (or null to take it)"
                 )
             self.ignore_index = datamodule.ignore_index
+            self.hparams["ignore_index"] = self.ignore_index  # recorded in checkpoints
             self._build_metrics()
             self.val_ap.to(self.device)
             self.test_ap.to(self.device)
