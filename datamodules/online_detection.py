@@ -9,10 +9,11 @@ Files and formats: ``datamodules.oad_formats`` (the original's ``data/`` folder)
   The target is the label of the window's last step (``end - 1``), the decoder target the labels of the Q steps
   after it. THUMOS14 drops the windows whose target is Ambiguous (class 21), in every split, and counts them
   (``dataset.num_ambiguous``, logged).
-* **Training** windows start at a random offset in ``[0, n)`` per video, drawn anew each epoch by
-  ``EpochOffsetSampler`` from ``(seed, epoch)`` alone (the original draws it once per run): a run resumed at
-  epoch e sees the windows and order it would have seen. The train dataset holds every window of offset 0; the
-  sampler keeps, per video, those starting at or after that epoch's offset, and shuffles them.
+* **Training** windows start at a random offset in ``[0, n)`` per video, drawn once per run from ``seed`` by
+  ``OffsetSampler`` (as the original, which draws it when the data layer is built), so every epoch has the same
+  number of batches; the order is drawn from ``(seed, epoch)``: a run resumed at epoch e sees the windows and
+  order it would have seen. The train dataset holds every window of offset 0; the sampler keeps, per video, those
+  starting at or after its offset, and shuffles them each epoch.
 * **Val / test**: the test videos (the original evaluates on them after every epoch; there is no other split),
   as windows from offset 0 (``eval_mode="window"``) or, with ``eval_mode="stream"``, one whole video per batch
   (batch size 1), every step in order: ``(features (1, E, T), targets (1, K, T))``; ``stream_videos(split)``
@@ -47,7 +48,7 @@ from datamodules.robust import skip_counts, warn_skipped
 
 __all__ = [
     "EVAL_MODES",
-    "EpochOffsetSampler",
+    "OffsetSampler",
     "OnlineDetectionDataModule",
     "StreamDataset",
     "WindowDataset",
@@ -119,32 +120,33 @@ class StreamDataset(Dataset):
         return torch.from_numpy(features.T.copy()), torch.from_numpy(labels.T.copy())
 
 
-class EpochOffsetSampler(Sampler[int]):
+class OffsetSampler(Sampler[int]):
     """The training windows of one epoch, shuffled: per video, those starting at or after an offset in
-    ``[0, sequence_len)``. Offsets and order come from ``numpy.random.default_rng([seed, epoch])`` only, so an
-    epoch (also one resumed from a checkpoint) always yields the same indices. Lightning calls ``set_epoch``
-    before every epoch; without it, each iteration advances the epoch by one."""
+    ``[0, sequence_len)``. The offsets are drawn once per run from ``seed`` (as the original's data layer draws
+    them once), so every epoch holds the same windows and the same number of batches (Lightning counts the
+    batches of an epoch once and validates, and saves ``last.ckpt``, at that count); the order is drawn from
+    ``(seed, epoch)``, so an epoch (also one resumed from a checkpoint) always yields the same indices. Lightning
+    calls ``set_epoch`` before every epoch; without it, each iteration advances the epoch by one."""
 
     def __init__(self, dataset: WindowDataset, seed: int) -> None:
         self.dataset, self.seed, self.epoch, self._explicit = dataset, seed, 0, False
+        offsets = np.random.default_rng([seed]).integers(dataset.sequence_len, size=len(dataset.videos.names))
+        self._keep = np.flatnonzero(dataset.starts() >= offsets[dataset.windows[:, 0]])
+        self._offsets = offsets
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._explicit = epoch, True
 
-    def offsets(self, epoch: int) -> np.ndarray:
-        """The start offset of every video in ``epoch``."""
-        num_videos = len(self.dataset.videos.names)
-        return np.random.default_rng([self.seed, epoch]).integers(self.dataset.sequence_len, size=num_videos)
+    def offsets(self) -> np.ndarray:
+        """The start offset of every video (the same in every epoch)."""
+        return self._offsets.copy()
 
     def indices(self, epoch: int) -> np.ndarray:
         """The dataset indices of ``epoch``, in the order they are drawn."""
-        rng = np.random.default_rng([self.seed, epoch])
-        offsets = rng.integers(self.dataset.sequence_len, size=len(self.dataset.videos.names))
-        keep = np.flatnonzero(self.dataset.starts() >= offsets[self.dataset.windows[:, 0]])
-        return rng.permutation(keep)
+        return np.random.default_rng([self.seed, epoch]).permutation(self._keep)
 
     def __len__(self) -> int:
-        return len(self.indices(self.epoch))
+        return len(self._keep)
 
     def __iter__(self) -> Iterator[int]:
         indices = self.indices(self.epoch)
@@ -279,7 +281,7 @@ class OnlineDetectionDataModule(pl.LightningDataModule):
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=EpochOffsetSampler(dataset, self.seed),
+            sampler=OffsetSampler(dataset, self.seed),
             drop_last=True,  # as the original
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

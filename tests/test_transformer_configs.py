@@ -207,12 +207,6 @@ def test_train_runs_end_to_end_on_the_generated_features(compose_cfg, tmp_path, 
     assert (tmp_path / "eval" / "protocol_results.csv").is_file()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="datamodules.online_detection: the training sampler's len() is that of epoch 0, but later epochs draw other "
-    "offsets and hold another number of batches; Lightning validates (and saves last.ckpt) only at the batch count "
-    "of the first epoch, so epochs of another length end without validation",
-)
 def test_validation_runs_after_every_epoch_of_the_generated_features(compose_cfg):
     import pytorch_lightning as pl
 
