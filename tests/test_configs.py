@@ -83,6 +83,13 @@ def _options(group: str) -> list[str]:
 
 # the profiler's default data: the model's input facts, never instantiated (composed by the tests below)
 PROFILE_ONLY = {("data", "model_input")}
+# online action detection: its system, data and eval options go together (feature windows, not clips);
+# tests/test_transformer_configs.py composes each with the others and runs a real batch
+ONLINE_DETECTION = {("data", o) for o in ("synthetic_thumos", "thumos14", "tvseries")} | {
+    ("model", "oadtr"),
+    ("eval", "window"),
+    ("eval", "stream"),
+}
 
 
 # spa_* experiments belong to experiments/spa.py (configs/spa.yaml): tests/test_spa.py composes them
@@ -117,7 +124,7 @@ def _cpu_only(group: str, option: str) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    ("group", "option"), [(g, o) for g in GROUPS for o in _options(g) if (g, o) not in PROFILE_ONLY]
+    ("group", "option"), [(g, o) for g in GROUPS for o in _options(g) if (g, o) not in PROFILE_ONLY | ONLINE_DETECTION]
 )
 def test_group_option_composes_and_instantiates(compose_cfg, group, option):
     cfg = compose_cfg("train.yaml", [f"{group}={option}", *NEEDS.get((group, option), []), *_cpu_only(group, option)])
