@@ -35,6 +35,20 @@ SKELETON_ntu120_xsub := data=skeletons/ntu120 data.subset=xsub
 SKELETON_ntu120_xset := data=skeletons/ntu120 data.subset=xset
 SKELETON_kinetics := data=skeletons/kinetics
 SKELETON_RUN = $(if $(filter synthetic,$(SKELETON_DATA)),experiment=$(if $(filter co%,$(MODEL)),cost_gcn_mod,st_gcn_mod)_synthetic_skeletons,experiment=skeletons/$(MODEL) $(or $(SKELETON_$(SKELETON_DATA)),$(error DATA=$(SKELETON_DATA) is none of ntu60_xsub ntu60_xview ntu120_xsub ntu120_xset kinetics synthetic))) model.variant=$(MODEL) data.stream=$(STREAM)
+# online detection targets (train-cooadtr, eval-cooadtr, sweep-cooadtr): MODEL oadtr | oadtr_b1 | oadtr_b2 |
+# cooadtr_b1 | cooadtr_b2 (default), DATA thumos14 (default) | tvseries | synthetic (generated features, demo scale:
+# oadtr* and cooadtr* only), FEATURE anet (default) | kin | anet_audio | kin_audio (THUMOS14 only)
+FEATURE ?= anet
+OAD_MODEL = $(if $(filter command line environment,$(origin MODEL)),$(MODEL),cooadtr_b2)
+OAD_DATA = $(if $(filter command line environment,$(origin DATA)),$(DATA),thumos14)
+OAD_RUN = $(if $(filter synthetic,$(OAD_DATA)),experiment=transformers/$(if $(filter co%,$(OAD_MODEL)),cooadtr_b1,oadtr_b2)_synthetic_thumos model.variant=$(OAD_MODEL),experiment=transformers/$(OAD_MODEL)_$(or $(filter thumos14 tvseries,$(OAD_DATA)),$(error DATA=$(OAD_DATA) is none of thumos14 tvseries synthetic))_$(FEATURE))
+# sweep-cooadtr: the grid of Table 6/7 (5 seeds x features x layers) as one Hydra multirun
+SWEEP_MODELS ?= cooadtr_b1 cooadtr_b2
+SWEEP_FEATURES ?= anet kin
+SWEEP_SEEDS ?= 1,2,3,4,5
+OAD_SWEEP := $(or $(LOG_DIR),.)/multirun/cooadtr/$(OAD_DATA)/$(shell date +%Y-%m-%d_%H-%M-%S)
+OAD_SWEEP_EXPERIMENTS = $(subst $(space),$(comma),$(foreach m,$(SWEEP_MODELS),$(foreach f,$(SWEEP_FEATURES),transformers/$(m)_$(OAD_DATA)_$(f))))
+space := $(subst ,, )
 # results set of sweep-spa, figures and profile-cox3d: any name is a git-ignored folder outputs/results/<name>/;
 # `reference` is the committed paper/results (+ paper/figures), replaced only when named: RESULTS=reference
 RESULTS ?= mine
@@ -99,7 +113,7 @@ profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinet
 bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~3 min CPU, ~5 the first time) -> outputs/bench/.../bench.json
 	$(PY) -m experiments.bench $(ARGS)
 
-.PHONY: profile-skeletons bench-skeletons
+.PHONY: profile-skeletons bench-skeletons train-cooadtr eval-cooadtr sweep-cooadtr profile-transformers bench-transformers demo-transformers
 profile-skeletons: install ## params, GFLOPs (MACs + ptflops), peak memory, throughput of the 12 Table II nets of Continual ST-GCNs on CPU, batch 1 (~12 min on 2 cores) -> outputs/results/<RESULTS, default mine>/ntu60_profile.csv, never over an earlier one (RESULTS=reference: paper/results/)
 	$(PY) -m experiments.profile_table --table ntu60 --output $(RESULTS_DIR)/ntu60_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
 
@@ -118,10 +132,11 @@ sweep-spa: install ## SPA grid: criterion x {fine-pruning, SPLoRA r8/r32, SPPaRA
 	done; status=0; for pid in $$pids; do wait $$pid || status=1; done; exit $$status
 	$(PY) paper/spa.py --set $(RESULTS) collect $(SPA_SWEEP) --out $(SPA_RUNS)$(if $(filter reference,$(RESULTS)), --replace)
 
-figures: install ## Kinetics, SPA and Continual ST-GCN tables, merged CSVs and PNGs -> outputs/results/<RESULTS, default mine>/, reading the committed inputs it lacks (RESULTS=reference replaces paper/results + paper/figures) (~10 s)
+figures: install ## Kinetics, SPA, Continual ST-GCN and Continual Transformers tables, merged CSVs and PNGs -> outputs/results/<RESULTS, default mine>/, reading the committed inputs it lacks (RESULTS=reference replaces paper/results + paper/figures) (~10 s)
 	$(PY) paper/kinetics400.py --set $(RESULTS)
 	$(PY) paper/spa.py --set $(RESULTS)
 	$(PY) paper/skeletons.py --set $(RESULTS)
+	$(PY) paper/transformers.py --set $(RESULTS)
 
 train-cost-gcn: install ## train a skeleton net with the paper's recipe: CoST-GCN* on NTU-60 X-Sub joints (MODEL=, DATA=, STREAM= above; DATA=synthetic: 6 epochs of ~100 s on a shared core) -> outputs/train/<date>/<time>/ (checkpoints, metrics.json)
 	$(PY) -m experiments.train $(SKELETON_RUN) $(ARGS)
@@ -134,6 +149,28 @@ eval-streams: install ## fuse 2-4 eval runs (e.g. joint + bone): RUNS="<eval dir
 
 demo-skeletons: install ## synthetic skeletons end to end on CPU: ST-GCN* (1/16 width) offline and as CoST-GCN* frame by frame, joint + bone + fused, profiled (~4 min on 2 cores, ~11 while other jobs share them) -> outputs/demo_skeletons/<date>/<time>/{results.csv,acc_vs_flops.png}
 	$(PY) -m experiments.demo_skeletons $(ARGS)
+
+train-cooadtr: install ## train an online detection net with the paper's recipe (4 epochs, 5 seeds via sweep-cooadtr): CoOadTR-b2 on THUMOS14 A.Net features (MODEL=, DATA=thumos14|tvseries|synthetic, FEATURE=anet|kin|anet_audio|kin_audio) -> outputs/train/<date>/<time>/ (checkpoints, metrics.json, protocol_results.csv)
+	$(PY) -m experiments.train $(OAD_RUN) $(ARGS)
+
+eval-cooadtr: install ## test an online detection net on the 64-step windows (ARGS="eval=stream": every step of whole videos): ARGS="ckpt_path=<ckpt>" or ARGS="model.net.weights=<CoOadTR/OadTR checkpoint.pth>" -> outputs/eval/.../{metrics.json,protocol_results.csv}
+	$(PY) -m experiments.eval $(OAD_RUN) $(ARGS)
+
+sweep-cooadtr: install ## Tables 6/7 grid as one Hydra multirun: SWEEP_MODELS (cooadtr_b1 cooadtr_b2) x SWEEP_FEATURES (anet kin) x SWEEP_SEEDS (1,2,3,4,5) on DATA (thumos14) -> multirun/cooadtr/<data>/<date>_<time>/<job>/, collected into outputs/results/<RESULTS>/oadtr_runs.csv (never over an earlier sweep's)
+	@if [ "$(RESULTS)" != reference ] && [ -e $(RESULTS_DIR)/oadtr_runs.csv ]; then \
+	  echo "$(RESULTS_DIR)/oadtr_runs.csv already holds a sweep's runs: name a new set (make sweep-cooadtr RESULTS=<name>) or delete that file" >&2; \
+	  exit 1; fi
+	$(PY) -m experiments.train -m experiment=$(OAD_SWEEP_EXPERIMENTS) seed=$(SWEEP_SEEDS) hydra.sweep.dir=$(OAD_SWEEP) $(ARGS)
+	$(PY) paper/transformers.py --set $(RESULTS) collect $(OAD_SWEEP)/*/ --out $(RESULTS_DIR)/oadtr_runs.csv$(if $(filter reference,$(RESULTS)), --replace)
+
+profile-transformers: install ## params, FLOPs per prediction (executed MACs + ptflops), peak memory, throughput of the 20 Table 6/7 nets on CPU, batch 1 (~1 min) -> outputs/results/<RESULTS, default mine>/oadtr_profile.csv, never over an earlier one (RESULTS=reference: paper/results/)
+	$(PY) -m experiments.profile_table --table thumos14 --output $(RESULTS_DIR)/oadtr_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
+
+bench-transformers: install ## OadTR-b1/b2 windows/s vs CoOadTR-b1/b2 steps/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~3 min) -> outputs/bench_transformers/<date>/<time>/bench.json
+	$(PY) -m experiments.bench --config-name=bench_transformers $(ARGS)
+
+demo-transformers: install ## generated THUMOS-layout features end to end on CPU: OadTR-b2, CoOadTR-b1/b2 and a 1-step CoOadTR-b1 trained (demo scale), tested on windows and whole streams, profiled (~3 min on 2 cores) -> outputs/demo_transformers/<date>/<time>/{results.csv,map_vs_flops.png}
+	$(PY) -m experiments.demo_transformers $(ARGS)
 
 clean: ## remove run outputs and caches (keeps .venv and the results sets in outputs/results)
 	@if [ -d outputs ]; then find outputs -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +; fi

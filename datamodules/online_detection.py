@@ -278,10 +278,16 @@ class OnlineDetectionDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]
+        sampler = OffsetSampler(dataset, self.seed)
+        if len(sampler) < self.batch_size:  # drop_last would leave the epoch empty: a fit that trains nothing
+            raise ValueError(
+                f"{len(sampler)} training windows (after the start offsets) make no full batch of "
+                f"batch_size={self.batch_size}: lower data.batch_size or use more / longer videos"
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
-            sampler=OffsetSampler(dataset, self.seed),
+            sampler=sampler,
             drop_last=True,  # as the original
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

@@ -11,7 +11,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-__all__ = ["accuracy_vs_macs"]
+__all__ = ["accuracy_vs_macs", "map_vs_macs"]
 
 
 def accuracy_vs_macs(table: pd.DataFrame, path: Path, *, num_classes: int, dataset: str) -> None:
@@ -62,6 +62,41 @@ def accuracy_vs_macs(table: pd.DataFrame, path: Path, *, num_classes: int, datas
         Line2D([], [], color="0.35", ls=":", label=f"chance: {100 / num_classes:g} % ({num_classes} classes)"),
     ]
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)  # off data
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)
+
+
+def map_vs_macs(table: pd.DataFrame, path: Path, *, dataset: str) -> None:
+    """Online detection mAP (64-step windows and whole streams) vs multiply-accumulates per prediction, every value
+    measured in this run (``experiments.demo_transformers``). ``table`` has a row per net: ``model``,
+    ``prediction`` (``window``: an offline net re-runs its window per prediction; ``step``: a continual net),
+    ``window_mAP``, ``stream_mAP`` (fractions) and ``mmacs_per_prediction``."""
+    from matplotlib.lines import Line2D
+
+    fig, ax = plt.subplots(figsize=(9.5, 4.5))
+    colors = {"window": "tab:blue", "step": "tab:orange"}
+    for _, row in table.iterrows():
+        x, color = row["mmacs_per_prediction"] * 1e6, colors.get(row["prediction"], "k")
+        ax.scatter(x, row["window_mAP"] * 100, marker="s", color=color, s=55, zorder=3)
+        ax.scatter(x, row["stream_mAP"] * 100, marker="o", facecolors="none", edgecolors=color, s=55, zorder=3)
+        ax.annotate(f"{row['model']}\n{row['window_mAP'] * 100:.1f} %", (x, row["window_mAP"] * 100), fontsize=8,
+                    textcoords="offset points", xytext=(7, 4))  # fmt: skip
+    ax.set_xscale("log")
+    x = table["mmacs_per_prediction"] * 1e6
+    ax.set_xlim(x.min() / 3, x.max() * 4)
+    ax.set_ylim(0, 100)
+    ax.set_xlabel("multiply-accumulates per prediction (log scale)")
+    ax.set_ylabel(f"{dataset}: test mAP (%)")
+    ax.set_title("Offline windows vs continual steps, all values measured in this run", fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    handles = [
+        Line2D([], [], ls="", marker="s", color="tab:blue", label="offline: the whole window per prediction"),
+        Line2D([], [], ls="", marker="s", color="tab:orange", label="continual: one step per prediction"),
+        Line2D([], [], ls="", marker="s", color="0.4", label="mAP on 64-step windows (the paper's protocol)"),
+        Line2D([], [], ls="", marker="o", markerfacecolor="none", color="0.4", label="mAP on whole streams"),
+    ]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)

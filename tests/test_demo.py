@@ -126,3 +126,30 @@ def test_skeleton_demo_chain_writes_results_and_figure(compose_cfg, tmp_path):
     assert clip["gflops"].iloc[0] > 100 * frame["gflops"].iloc[0]
     assert (tmp_path / "run" / "acc_vs_flops.png").stat().st_size > 5_000
     assert (tmp_path / "run" / "eval_frame_bone" / "test_logits.npy").is_file()
+
+
+# --- make demo-transformers ------------------------------------------------------------------------------------------
+def test_transformer_demo_trains_tests_and_profiles_every_net(compose_cfg, tmp_path):
+    """Every net of the demo on a shrunken generated set, for real (one process): a row per net with window and
+    stream mAP, the continual nets' MACs per step far below OadTR-b2's per window, the results CSV and the figure."""
+    from experiments import demo_transformers
+
+    shrink = ["logger=csv", "trainer.max_epochs=1", "data.num_train=4", "data.num_test=2", "data.min_steps=140",
+              "data.max_steps=150", "data.batch_size=16", "model.net.embed_dim=16", "model.net.ff_dim=16",
+              "model.net.num_heads=2", "data.generator_seed=3"]  # fmt: skip
+    quoted = ",".join(f'"{s}"' for s in shrink)
+    cfg = compose_cfg("demo_transformers.yaml", [f"overrides=[{quoted}]", "parallel=1", "profile.repeats=2",
+                                                 "profile.warmup=1", "profile.min_time_s=0"])  # fmt: skip
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        table = demo_transformers.demo(cfg).set_index("model")
+    assert list(table.index) == ["OadTR-b2", "CoOadTR-b1", "CoOadTR-b2", "CoOadTR-b1, 1 step"]
+    assert list(table["prediction"]) == ["window", "step", "step", "step"]
+    assert list(table["sequence_len"]) == [64, 64, 64, 1]
+    for column in ("window_mAP", "stream_mAP", "window_mcAP", "stream_mcAP"):
+        assert table[column].between(0, 1).all(), column
+    assert table.loc["OadTR-b2", "mmacs_per_prediction"] > 10 * table.loc["CoOadTR-b1", "mmacs_per_prediction"]
+    saved = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert len(saved) == 4 and (tmp_path / "run" / "map_vs_flops.png").stat().st_size > 5_000
+    stream_run = tmp_path / "run" / "CoOadTR-b2" / "eval_stream"
+    assert (stream_run / "metrics.json").is_file() and (stream_run / "config.yaml").is_file()

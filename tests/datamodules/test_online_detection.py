@@ -306,3 +306,10 @@ def test_data_configs_compose_and_instantiate(compose_cfg, tmp_path, option, dat
     dm = hydra.utils.instantiate(cfg.data)
     assert isinstance(dm, OnlineDetectionDataModule) and dm.dataset == dataset and dm.eval_mode == "stream"
     assert dm.num_classes == cfg.data.num_classes
+
+
+def test_a_training_set_smaller_than_one_batch_is_an_error(thumos):
+    dm = _module(thumos, batch_size=100_000)
+    dm.setup("fit")
+    with pytest.raises(ValueError, match=r"make no full batch of batch_size=100000: lower data\.batch_size"):
+        dm.train_dataloader()
