@@ -83,7 +83,43 @@ def _encoder(
     return WindowEncoder(layers)
 
 
-class CoOadTR(co.CoModule, nn.Module):
+class ContinualFeatureNet(co.CoModule):
+    """The stepping shared by the continual feature nets (CoOadTR, the Continual Nyströmformer): ``linear_encoding``
+    (``co.Linear``) -> ``position_encoding`` (recycling) -> ``pe_dropout`` -> a continual ``encoder`` ->
+    ``pre_head_ln`` -> ``mlp_head`` (``co.Linear``), over windows of ``sequence_len`` steps of ``dim_feature``."""
+
+    dim_feature: int
+    sequence_len: int
+
+    @property
+    def receptive_field(self) -> int:
+        return self.sequence_len
+
+    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
+        """Feed one step ``(B, dim_feature)``; the newest window's logits ``(B, K)``, or ``None`` while warming up."""
+        check_feature_step(step, self.dim_feature, type(self).__name__)
+        x = self.position_encoding.forward_step(self.linear_encoding.forward_step(step), update_state)
+        x = self.encoder.forward_step(self.pe_dropout(x), update_state)
+        if x is None:
+            return None
+        return self.mlp_head.forward_step(self.pre_head_ln(x))
+
+    def get_state(self) -> list[Any]:
+        return [self.position_encoding.get_state(), self.encoder.get_state()]
+
+    def set_state(self, state: Any) -> None:
+        if state is None:
+            self.clean_state()
+            return
+        self.position_encoding.set_state(state[0])
+        self.encoder.set_state(state[1])
+
+    def clean_state(self) -> None:
+        self.position_encoding.clean_state()
+        self.encoder.clean_state()
+
+
+class CoOadTR(ContinualFeatureNet, nn.Module):
     """CoOadTR-b1/b2 (module docstring). Keys: ``linear_encoding.*``, ``position_encoding.pe.{pattern|weight}``,
     ``encoder.layers.{i}.{self_attn.in_proj_weight, self_attn.out_proj.weight, linear1.*, linear2.*, norm1.*,
     norm2.*}``, ``pre_head_ln.*``, ``mlp_head.*`` (``weights.py`` maps the original's nested indices onto them)."""
@@ -118,10 +154,6 @@ class CoOadTR(co.CoModule, nn.Module):
         self.pre_head_ln = nn.LayerNorm(embed_dim)
         self.mlp_head = co.Linear(embed_dim, num_classes)
 
-    @property
-    def receptive_field(self) -> int:
-        return self.sequence_len
-
     def forward(self, clip: Tensor) -> Tensor:
         """``(B, dim_feature, T >= n) -> (B, K, T - n + 1)``: the logits of every complete window."""
         check_feature_clip(clip, self.dim_feature, type(self).__name__)
@@ -132,29 +164,6 @@ class CoOadTR(co.CoModule, nn.Module):
         x = self.pe_dropout(self.position_encoding(self.linear_encoding(clip)))
         x = self.encoder(x)  # (B, E, T - n + 1)
         return self.mlp_head(self.pre_head_ln(x.transpose(1, 2)).transpose(1, 2))
-
-    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
-        """Feed one step ``(B, dim_feature)``; the newest window's logits ``(B, K)``, or ``None`` while warming up."""
-        check_feature_step(step, self.dim_feature, type(self).__name__)
-        x = self.position_encoding.forward_step(self.linear_encoding.forward_step(step), update_state)
-        x = self.encoder.forward_step(self.pe_dropout(x), update_state)
-        if x is None:
-            return None
-        return self.mlp_head.forward_step(self.pre_head_ln(x))
-
-    def get_state(self) -> list[Any]:
-        return [self.position_encoding.get_state(), self.encoder.get_state()]
-
-    def set_state(self, state: Any) -> None:
-        if state is None:
-            self.clean_state()
-            return
-        self.position_encoding.set_state(state[0])
-        self.encoder.set_state(state[1])
-
-    def clean_state(self) -> None:
-        self.position_encoding.clean_state()
-        self.encoder.clean_state()
 
 
 def build_cooadtr(

@@ -37,15 +37,14 @@ one per ``forward`` call, in eval mode too, as in the original and CoOadTR; ``cl
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import Tensor, nn
 
 from ... import continual as co
 from ...continual.nystrom import NystromAttention, NystromTransformerEncoderLayer
 from ..registry import register_model
-from .blocks import check_feature_clip, check_feature_step, feature_input_spec, window_tokens
+from .blocks import check_feature_clip, feature_input_spec, window_tokens
+from .cooadtr import ContinualFeatureNet
 
 __all__ = ["CoNystromformer", "Nystromformer", "build_nystromformer"]
 
@@ -159,12 +158,9 @@ class Nystromformer(nn.Module):
         return self.mlp_head(self.pre_head_ln(self._newest(self._tokens(clip))))
 
 
-class CoNystromformer(co.CoModule, Nystromformer):
-    """Continual Nyströmformer-b1/b2 (module docstring): the same modules and keys as ``Nystromformer``."""
-
-    @property
-    def receptive_field(self) -> int:
-        return self.sequence_len
+class CoNystromformer(ContinualFeatureNet, Nystromformer):
+    """Continual Nyströmformer-b1/b2 (module docstring): the same modules and keys as ``Nystromformer``; steps as
+    CoOadTR does (``ContinualFeatureNet``)."""
 
     def forward(self, clip: Tensor) -> Tensor:
         """``(B, dim_feature, T >= n) -> (B, K, T - n + 1)``: the logits that ``forward_steps`` emits for ``clip``
@@ -184,29 +180,6 @@ class CoNystromformer(co.CoModule, Nystromformer):
             start += count
         newest = torch.cat(outputs)  # (W, B, E)
         return self.mlp_head(self.pre_head_ln(newest).permute(1, 2, 0))
-
-    def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
-        """Feed one step ``(B, dim_feature)``; the newest window's logits ``(B, K)``, or ``None`` while warming up."""
-        check_feature_step(step, self.dim_feature, type(self).__name__)
-        x = self.position_encoding.forward_step(self.linear_encoding.forward_step(step), update_state)
-        x = self.encoder.forward_step(self.pe_dropout(x), update_state)
-        if x is None:
-            return None
-        return self.mlp_head.forward_step(self.pre_head_ln(x))
-
-    def get_state(self) -> list[Any]:
-        return [self.position_encoding.get_state(), self.encoder.get_state()]
-
-    def set_state(self, state: Any) -> None:
-        if state is None:
-            self.clean_state()
-            return
-        self.position_encoding.set_state(state[0])
-        self.encoder.set_state(state[1])
-
-    def clean_state(self) -> None:
-        self.position_encoding.clean_state()
-        self.encoder.clean_state()
 
 
 def build_nystromformer(
