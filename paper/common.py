@@ -8,8 +8,10 @@ its own yet) is read from the reference set, and the scripts print which file th
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from matplotlib.axis import Axis
@@ -81,3 +83,42 @@ def count_axis(axis: Axis, log: bool = True) -> None:
         axis.set_major_locator(LogLocator(base=10, subs=fits[0] if fits else (1.0,)))
         axis.set_minor_formatter(NullFormatter())
     axis.set_major_formatter(FuncFormatter(si))
+
+
+def study_main(
+    doc: str,
+    *,
+    profile_name: str,
+    runs_name: str,
+    runs_help: str,
+    collect_help: str,
+    collect: Callable[[list[Path], Path, bool], object],
+    build: Callable[..., object],
+    argv: Sequence[str] | None = None,
+) -> None:
+    """The command line of a study script: ``[--set S] [--profile P] [--runs R] [--results-dir] [--figures-dir]``
+    builds its tables and figure (``build(set_name, profile, runs, results_dir, figures_dir)``); ``collect <run
+    dir> ... [--out] [--replace]`` gathers run results into the set's ``runs_name`` (``collect(run_dirs, out,
+    replace)``), never over an existing file without ``--replace``."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--set", dest="set_name", default=DEFAULT,
+                        help="reference (the committed files) or a name: outputs/results/<name>/")  # fmt: skip
+    parser.add_argument("--profile", type=Path, help=f"our profiler's CSV (default: the set's {profile_name})")
+    parser.add_argument("--runs", type=Path, help=f"{runs_help} (default: the set's {runs_name})")
+    parser.add_argument("--results-dir", type=Path, help="where the tables go (default: the set's)")
+    parser.add_argument("--figures-dir", type=Path, help="where the PNG goes (default: the set's)")
+    commands = parser.add_subparsers(dest="command")
+    gather = commands.add_parser("collect", help=f"{collect_help} -> {runs_name}")
+    gather.add_argument("run_dirs", type=Path, nargs="+", help="folders holding metrics.json + config.yaml")
+    gather.add_argument("--out", type=Path, help=f"default: the set's {runs_name}")
+    gather.add_argument("--replace", action="store_true", help="overwrite an existing --out file")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "collect":
+            out = args.out or set_dirs(args.set_name)[0] / runs_name
+            check_writable(args.set_name, out)
+            collect(args.run_dirs, out, args.replace)
+        else:
+            build(args.set_name, args.profile, args.runs, args.results_dir, args.figures_dir)
+    except (ValueError, ReferenceSetError) as error:
+        parser.exit(2, f"{parser.prog}: error: {error}\n")

@@ -27,7 +27,6 @@ RESULTS=reference``) replaces the committed files in ``paper/results`` and ``pap
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -43,7 +42,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside this file, however it is loaded
-from common import DEFAULT, REFERENCE_RESULTS, ReferenceSetError, check_writable, count_axis, own_or_reference, set_dirs
+from common import DEFAULT, REFERENCE_RESULTS, check_writable, count_axis, own_or_reference, set_dirs, study_main
 from plotting import place_labels  # the same label placement as the Kinetics figure
 
 TABLE2_PUBLISHED = REFERENCE_RESULTS / "ntu60_published.csv"
@@ -98,8 +97,11 @@ def table2(published: Path = TABLE2_PUBLISHED, profile: Path = REFERENCE_RESULTS
 def disagreements(table2_rows: pd.DataFrame, tables3to5: pd.DataFrame) -> list[str]:
     """Where Table II and the one-stream NTU-60 entries of Table III differ (both are kept, spec skeletons.md B5)."""
     one_stream = tables3to5[tables3to5["streams"] == 1].set_index("model")
-    pairs = (("xsub", "ntu60_xsub", "X-Sub", 1), ("xview", "ntu60_xview", "X-View", 1),
-             ("gflops", "gflops_ntu", "GFLOPs", 2))  # fmt: skip
+    pairs = (
+        ("xsub", "ntu60_xsub", "X-Sub", 1),
+        ("xview", "ntu60_xview", "X-View", 1),
+        ("gflops", "gflops_ntu", "GFLOPs", 2),
+    )
     notes = []
     for _, row in table2_rows.iterrows():
         if row["model"] not in one_stream.index:
@@ -127,8 +129,10 @@ def read_runs(path: Path) -> pd.DataFrame:
     cells = pd.concat(cells, ignore_index=True)
     unknown = sorted(set(runs["dataset"] + "/" + runs["subset"]) - {f"{d}/{s}" for d, s, _ in RUN_COLUMNS})
     if unknown:
-        raise ValueError(f"{path}: unknown dataset/subset {unknown}; known: ntu60/xsub, ntu60/xview, ntu120/xsub, "
-                         "ntu120/xset, kinetics/ (empty subset)")  # fmt: skip
+        raise ValueError(
+            f"{path}: unknown dataset/subset {unknown}; known: ntu60/xsub, ntu60/xview, ntu120/xsub, "
+            "ntu120/xset, kinetics/ (empty subset)"
+        )
     mean = cells.pivot_table(index=["model", "streams"], columns="column", values="value", aggfunc="mean")
     count = runs.groupby(["model", "streams"]).size().rename("runs")  # one row per run
     return mean.add_suffix("_ours").join(count).reset_index()
@@ -198,9 +202,11 @@ def _num(value: float, digits: int) -> str:
 
 def table2_markdown(table: pd.DataFrame, notes: list[str]) -> str:
     """Table II: paper | ours per column."""
-    head = ("| Model | frames/pred | X-Sub | X-View | Params M paper / ours | Max mem MB paper / ours | GFLOPs paper | "
-            "GFLOPs original code | GFLOPs ours ptflops | GFLOPs ours MACs | CPU preds/s paper | CPU preds/s ours "
-            "(IQR) | GPU preds/s paper |")  # fmt: skip
+    head = (
+        "| Model | frames/pred | X-Sub | X-View | Params M paper / ours | Max mem MB paper / ours | GFLOPs paper | "
+        "GFLOPs original code | GFLOPs ours ptflops | GFLOPs ours MACs | CPU preds/s paper | CPU preds/s ours "
+        "(IQR) | GPU preds/s paper |"
+    )
     lines = [head, "|" + " --- |" * head.count(" | ") + " --- |"]
     for _, r in table.iterrows():
         busy = " busy" if str(r["cpu_measured_busy"]) == "True" else ""
@@ -249,8 +255,11 @@ def tables3to5_markdown(table: pd.DataFrame) -> str:
     ran = int(table["runs"].sum())
     source = "Published: Tables III-V of arXiv 2203.11009 (top-1/top-5 %; S = streams, 2 = joint + bone; † the "
     source += "authors' runs of the offline models)."
-    ours = f"'published / ours': the mean of {ran} of the user's runs ({RUNS_NAME})." if ran else (
-        f"No runs of this framework are in the results set ({RUNS_NAME}): published numbers only.")  # fmt: skip
+    ours = (
+        f"'published / ours': the mean of {ran} of the user's runs ({RUNS_NAME})."
+        if ran
+        else (f"No runs of this framework are in the results set ({RUNS_NAME}): published numbers only.")
+    )
     return "\n".join([*lines, "", f"{source} {ours}"]) + "\n"
 
 
@@ -276,8 +285,10 @@ def draw(table: pd.DataFrame, out: Path) -> Path:
     ax.set_xlabel("FLOPs per prediction (offline: per 300-frame clip; continual: per prediction step(s))")
     ax.set_ylabel("NTU-60 X-Sub top-1 (%), as published (Table II)")
     measured = int(table["gflops_measured"].notna().sum())
-    ax.set_title(f"Continual ST-GCNs (arXiv 2203.11009): accuracy vs FLOPs, {measured} of {len(table)} nets "
-                 "profiled here", fontsize=10)  # fmt: skip
+    ax.set_title(
+        f"Continual ST-GCNs (arXiv 2203.11009): accuracy vs FLOPs, {measured} of {len(table)} nets profiled here",
+        fontsize=10,
+    )
     ax.grid(True, which="major", alpha=0.3)
     gray = {"color": "0.35", "ls": ""}
     handles = [Patch(color=COLORS[f], label=FAMILIES[f]) for f in FAMILIES if f in set(table["family"])]
@@ -322,28 +333,16 @@ def build(set_name: str = DEFAULT, profile: Path | None = None, runs: Path | Non
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", dest="set_name", default=DEFAULT,
-                        help="reference (the committed files) or a name: outputs/results/<name>/")  # fmt: skip
-    parser.add_argument("--profile", type=Path, help=f"our profiler's CSV (default: the set's {PROFILE_NAME})")
-    parser.add_argument("--runs", type=Path, help=f"the user's run accuracies (default: the set's {RUNS_NAME})")
-    parser.add_argument("--results-dir", type=Path, help="where the tables go (default: the set's)")
-    parser.add_argument("--figures-dir", type=Path, help="where the PNG goes (default: the set's)")
-    commands = parser.add_subparsers(dest="command")
-    gather = commands.add_parser("collect", help=f"the joint-stream test runs under run dirs -> {RUNS_NAME}")
-    gather.add_argument("run_dirs", type=Path, nargs="+", help="folders holding metrics.json + config.yaml")
-    gather.add_argument("--out", type=Path, help=f"default: the set's {RUNS_NAME}")
-    gather.add_argument("--replace", action="store_true", help="overwrite an existing --out file")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "collect":
-            out = args.out or set_dirs(args.set_name)[0] / RUNS_NAME
-            check_writable(args.set_name, out)
-            collect(args.run_dirs, out, args.replace)
-        else:
-            build(args.set_name, args.profile, args.runs, args.results_dir, args.figures_dir)
-    except (ValueError, ReferenceSetError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    study_main(
+        __doc__,
+        profile_name=PROFILE_NAME,
+        runs_name=RUNS_NAME,
+        runs_help="the user's run accuracies",
+        collect_help="the joint-stream test runs under run dirs",
+        collect=collect,
+        build=build,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ RESULTS=reference``) replaces the committed files in ``paper/results`` and ``pap
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections.abc import Sequence
@@ -48,7 +47,7 @@ import yaml
 from matplotlib.lines import Line2D
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # common.py beside this file, however it is loaded
-from common import DEFAULT, REFERENCE_RESULTS, ReferenceSetError, check_writable, count_axis, own_or_reference, set_dirs
+from common import DEFAULT, REFERENCE_RESULTS, check_writable, count_axis, own_or_reference, set_dirs, study_main
 from plotting import place_labels
 
 PUBLISHED = REFERENCE_RESULTS / "oadtr_published.csv"
@@ -201,14 +200,21 @@ def table_markdown(table: pd.DataFrame, metrics: Sequence[tuple[str, str]], titl
     profiled = int(table["flops_m_macs_ours"].notna().sum())
     dagger = " (OadTR (paper): the OadTR paper's numbers; †: the authors' runs of the original OadTR code)"
     paper = f"Paper: arXiv 2201.06268 {title.split(':')[0]}{dagger if table['model'].str.contains('†').any() else ''}."
-    logs = ("Logs: LukasHedegaard/CoOadTR run logs, mean ± std over 5 seeds of the final epoch, the paper "
-            f"configuration ({LOG_SETTING.replace(' ', ', ')} embeddings).")  # fmt: skip
-    flops = ("FLOPs per prediction: OadTR per 64-step window, CoOadTR per step after warm-up, at the THUMOS14 "
-             "feature width; paper: ptflops; ours: ptflops' convention and the multiply-accumulates executed "
-             f"({PROFILE_NAME}, {profiled} rows profiled).")  # fmt: skip
-    ours = (f"Ours: mean ± std (n - 1) over the user's runs ({RUNS_NAME}), per evaluation protocol (window: the "
-            "paper's; stream: every step of each video in order)." if ran else
-            f"No runs of this framework are in the results set ({RUNS_NAME}): published numbers only.")  # fmt: skip
+    logs = (
+        "Logs: LukasHedegaard/CoOadTR run logs, mean ± std over 5 seeds of the final epoch, the paper "
+        f"configuration ({LOG_SETTING.replace(' ', ', ')} embeddings)."
+    )
+    flops = (
+        "FLOPs per prediction: OadTR per 64-step window, CoOadTR per step after warm-up, at the THUMOS14 "
+        "feature width; paper: ptflops; ours: ptflops' convention and the multiply-accumulates executed "
+        f"({PROFILE_NAME}, {profiled} rows profiled)."
+    )
+    ours = (
+        f"Ours: mean ± std (n - 1) over the user's runs ({RUNS_NAME}), per evaluation protocol (window: the "
+        "paper's; stream: every step of each video in order)."
+        if ran
+        else f"No runs of this framework are in the results set ({RUNS_NAME}): published numbers only."
+    )
     notes = ["", f"{paper} {logs} {flops}", ours]
     return "\n".join(lines + notes) + "\n"
 
@@ -239,8 +245,15 @@ def _panel(ax: plt.Axes, table: pd.DataFrame, feature: str, lstr: float) -> pd.D
         ax.errorbar(r["x"], r["y"], yerr=err, fmt="*", ms=11, color=color, capsize=3, zorder=5)
     if pd.notna(lstr):
         ax.axhline(lstr, color="0.5", ls="--", lw=0.8)
-        ax.annotate(f"LSTR {lstr:.1f} (FLOPs not in Table 6)", (0.02, lstr), xycoords=("axes fraction", "data"),
-                    xytext=(0, 3), textcoords="offset points", fontsize=7, color="0.4")  # fmt: skip
+        ax.annotate(
+            f"LSTR {lstr:.1f} (FLOPs not in Table 6)",
+            (0.02, lstr),
+            xycoords=("axes fraction", "data"),
+            xytext=(0, 3),
+            textcoords="offset points",
+            fontsize=7,
+            color="0.4",
+        )
     ys = pd.concat([published["y"], mine["y"].dropna(), pd.Series([lstr]).dropna()])
     xs = pd.concat([published["x"], mine["x"]])
     ax.set_xscale("log")
@@ -357,28 +370,16 @@ def build(set_name: str = DEFAULT, profile: Path | None = None, runs: Path | Non
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", dest="set_name", default=DEFAULT,
-                        help="reference (the committed files) or a name: outputs/results/<name>/")  # fmt: skip
-    parser.add_argument("--profile", type=Path, help=f"our profiler's CSV (default: the set's {PROFILE_NAME})")
-    parser.add_argument("--runs", type=Path, help=f"the user's runs (default: the set's {RUNS_NAME})")
-    parser.add_argument("--results-dir", type=Path, help="where the tables go (default: the set's)")
-    parser.add_argument("--figures-dir", type=Path, help="where the PNG goes (default: the set's)")
-    commands = parser.add_subparsers(dest="command")
-    gather = commands.add_parser("collect", help=f"the THUMOS14/TVSeries test runs under run dirs -> {RUNS_NAME}")
-    gather.add_argument("run_dirs", type=Path, nargs="+", help="folders holding metrics.json + config.yaml")
-    gather.add_argument("--out", type=Path, help=f"default: the set's {RUNS_NAME}")
-    gather.add_argument("--replace", action="store_true", help="overwrite an existing --out file")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "collect":
-            out = args.out or set_dirs(args.set_name)[0] / RUNS_NAME
-            check_writable(args.set_name, out)
-            collect(args.run_dirs, out, args.replace)
-        else:
-            build(args.set_name, args.profile, args.runs, args.results_dir, args.figures_dir)
-    except (ValueError, ReferenceSetError) as error:
-        parser.exit(2, f"{parser.prog}: error: {error}\n")
+    study_main(
+        __doc__,
+        profile_name=PROFILE_NAME,
+        runs_name=RUNS_NAME,
+        runs_help="the user's runs",
+        collect_help="the THUMOS14/TVSeries test runs under run dirs",
+        collect=collect,
+        build=build,
+        argv=argv,
+    )
 
 
 if __name__ == "__main__":
