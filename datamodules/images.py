@@ -44,6 +44,7 @@ from datamodules.robust import (
     README,
     DecodeError,
     SkippingDataset,
+    SkippingLoader,
     normalisation_stats,
     skip_counts,
     warn_skipped,
@@ -180,7 +181,8 @@ class ImageFileDataset(SkippingDataset):
     """``(image, label)`` pairs from image files, decoded by ``read_rgb``; unreadable files are skipped.
 
     ``SkippingDataset`` does the skipping: an image that fails to decode is logged with its path, counted in
-    ``num_failed`` and replaced (by a random image in training, ``train``, by the next one in evaluation).
+    ``num_failed`` and replaced by a random image in training (``train``); in evaluation it is ``None``, which the
+    loaders' collate (``SkippingLoader``) leaves out of the batch.
     ``missing`` (annotated files absent from disk) and ``unreadable`` (files found unreadable when the split was
     built, e.g. by the Cats & Dogs check) only count; they are not in ``paths``.
     """
@@ -384,7 +386,8 @@ class ImageDataModule(pl.LightningDataModule):
         )
 
     def _eval_loader(self) -> DataLoader:
-        return DataLoader(
+        # an image that fails to decode is left out of the batch (and the metric), never replaced
+        return SkippingLoader(
             self.dataset("test"),
             batch_size=self.batch_size,
             shuffle=False,

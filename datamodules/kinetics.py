@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +76,23 @@ def read_annotations(dataset_dir: Path, split: str) -> list[KineticsAnnotation]:
     path = dataset_dir / "splits" / f"{split_dir(split)}.json"
     if path.is_file():
         with open(path) as f:
-            entries = json.load(f)
+            entries = json.load(f, object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
         return [_annotation(youtube_id, entry, path) for youtube_id, entry in entries.items()]
     return [_parse_filename(p.name, p.parent.name) for p in _list_videos(dataset_dir / "data" / split_dir(split))]
+
+
+def _unique_keys(pairs: list[tuple[str, object]], path: Path) -> dict:
+    """A JSON object as a dict; a key listed twice is an error (``json.load`` would keep the last silently, and
+    a video annotated twice has no one label)."""
+    entries = dict(pairs)
+    if len(entries) < len(pairs):
+        counts = Counter(key for key, _value in pairs)
+        repeated = [f"{key!r} listed {n} times" for key, n in counts.items() if n > 1]
+        raise ValueError(
+            f"{path}: {len(repeated)} ids are annotated more than once ({', '.join(repeated[:5])}); keep one entry "
+            "per video (regenerate the file with write_split_json from the official CSV)"
+        )
+    return entries
 
 
 def _annotation(youtube_id: str, entry: dict, path: Path) -> KineticsAnnotation:
@@ -181,18 +196,21 @@ class KineticsDataset(SkippingDataset):
         self._index(read_annotations(self.dataset_dir, split))
 
     def _index(self, annotations: list[KineticsAnnotation]) -> None:
-        files = {p.name: p for p in _list_videos(self.dataset_dir / "data" / self.split, flat=True)}
+        files = self._files()
         class_index = {c: i for i, c in enumerate(self.classes)}
         unknown = sorted({a.label for a in annotations} - set(class_index))
+        self.unknown_label = [f"{a.label}/{a.filename}" for a in annotations if a.label in unknown]
         if unknown:
             log.warning(
-                f"{self.dataset_dir} {self.split}: {sum(a.label in unknown for a in annotations)} videos have labels "
-                f"outside the {len(self.classes)} training classes and are skipped: {unknown[:5]}"
+                f"{self.dataset_dir} {self.split}: {len(self.unknown_label)} videos have labels outside the "
+                f"{len(self.classes)} training classes and are skipped: {unknown[:5]}"
             )
         paths, labels = [], []
         for a in annotations:
             if a.label not in class_index:
                 continue
+            if a.filename in files and files[a.filename] is None:
+                continue  # in several folders: counted in ``duplicate``
             if a.filename in files:
                 paths.append(str(files[a.filename]))
                 labels.append(class_index[a.label])
@@ -205,6 +223,26 @@ class KineticsDataset(SkippingDataset):
         # numpy arrays instead of lists of str: forked DataLoader workers do not copy them page by page on access
         self.paths = np.array(paths)
         self.labels = np.array(labels, dtype=np.int64)
+
+    def _files(self) -> dict[str, Path | None]:
+        """The videos of the split by file name; a name found in several folders maps to None and its copies
+        go to ``duplicate`` (one warning): a file filed under two labels has no one label."""
+        files: dict[str, Path | None] = {}
+        copies: dict[str, list[Path]] = {}
+        for path in _list_videos(self.dataset_dir / "data" / self.split, flat=True):
+            copies.setdefault(path.name, []).append(path)
+        for name, found in copies.items():
+            files[name] = found[0] if len(found) == 1 else None
+            if len(found) > 1:
+                self.duplicate += [f"{p.parent.name}/{p.name}" for p in found]
+        warn_skipped(
+            self.duplicate,
+            len(self.duplicate) + len(files),
+            f"{self.dataset_dir} {self.split}",
+            items="videos",
+            reason="share a file name with another folder's (which label?)",
+        )
+        return files
 
     def __len__(self) -> int:
         return len(self.paths)

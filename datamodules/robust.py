@@ -7,36 +7,47 @@ and whatever datamodule comes next:
   names the path, what was expected there, how to get it, and ``README`` (the preparation steps).
 * **Annotated files absent from disk** are dropped when a split is built and listed in ``dataset.missing``;
   ``warn_skipped`` logs one warning with their number and a few names. (Files found unreadable at that point, e.g.
-  by a header check, go to ``dataset.unreadable`` the same way.)
+  by a header check, go to ``dataset.unreadable`` the same way; files whose label is not a class go to
+  ``dataset.unknown_label``, files annotated twice to ``dataset.duplicate``.)
 * **Files that fail to decode while loading** are skipped by ``SkippingDataset``: its ``load`` raises a
-  ``DecodeError`` naming the file, and ``__getitem__`` logs it, counts it in a ``SharedCounter`` that the
-  DataLoader workers share, and returns another sample. Every other exception propagates (bugs are not data).
+  ``DecodeError`` naming the file, and ``__getitem__`` logs it and flags the sample in ``SharedFlags`` (shared
+  with the DataLoader workers: each bad file counts once, whatever the workers and epochs). Training returns
+  another sample; evaluation returns ``None``, which the loaders (``SkippingLoader``, collating with
+  ``drop_unreadable``) leave out, so test metrics are over the readable samples only. Every other exception
+  propagates (bugs are not data).
+* **Every run reports** ``skip_counts`` per split (the datamodule's ``skipped()``) at its end and in
+  ``metrics.json`` (``experiments.data_report``); ``python -m datamodules.check`` finds the bad files up front.
 * **Normalisation** statistics live in one table, ``NORMALISATIONS``; ``normalisation_stats(name)`` reads it.
 
 A new dataset subclasses ``SkippingDataset`` (``load``, ``describe``, ``__len__``, ``random``) and raises a
-``DecodeError`` subclass from its decoder; its datamodule reports ``skip_counts(dataset)`` per split.
+``DecodeError`` subclass from its decoder; its datamodule loads it with ``SkippingLoader`` and reports
+``skip_counts(dataset)`` per split.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing as mp
 import multiprocessing.context
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
 __all__ = [
     "NORMALISATIONS",
     "README",
     "DecodeError",
-    "SharedCounter",
+    "SharedFlags",
     "SkippingDataset",
+    "SkippingLoader",
+    "drop_unreadable",
     "normalisation_stats",
     "require_path",
     "skip_counts",
@@ -99,38 +110,49 @@ def warn_skipped(
         log.warning(f"{what}: {len(names)} of {total} {items} {reason} and skipped ({examples})")
 
 
-class SharedCounter:
-    """An integer that DataLoader worker processes increment and the main process reads.
+class SharedFlags:
+    """One flag per sample that DataLoader worker processes set and the main process reads: which samples failed.
 
-    Backed by a ``multiprocessing.Value``, which reaches workers started by fork (inherited memory) or spawn /
-    forkserver (pickled at process creation, the one time a ``Value`` may be). It is made in the spawn context
-    because a lock made in the fork context refuses to be pickled for spawned workers. Copying it otherwise
-    (``pickle``, ``deepcopy``) gives a detached counter holding the current value, instead of raising.
+    A count of failures would count a bad file once per worker that meets it (and once more for each substitute
+    that fails too); flags indexed by sample count each file once, whichever worker and epoch met it.
+
+    A lock-free ``RawArray`` (setting a byte to 1 twice is harmless) reaches workers started by fork (inherited
+    memory) or spawn / forkserver (pickled at process creation, the one time shared memory may be); it is made in
+    the spawn context so that both work. A copy made otherwise (``pickle``, ``deepcopy``) is detached and keeps
+    the current flags, instead of raising.
     """
 
-    def __init__(self, value: int = 0) -> None:
-        self._value = _shared_int(value)
+    def __init__(self, size: int, flags: np.ndarray | None = None) -> None:
+        self._array = mp.get_context("spawn").RawArray("b", size)
+        if flags is not None:
+            self.view[:] = flags
 
     @property
-    def value(self) -> int:
-        return int(self._value.value)
+    def view(self) -> np.ndarray:
+        return np.frombuffer(self._array, dtype=np.int8)
 
-    def increment(self) -> int:
-        with self._value.get_lock():
-            self._value.value += 1
-            return int(self._value.value)
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def set(self, index: int) -> None:
+        self._array[index] = 1
+
+    def __contains__(self, index: int) -> bool:
+        return bool(self._array[index])
+
+    def indices(self) -> list[int]:
+        return np.flatnonzero(self.view).tolist()
 
     def __getstate__(self) -> dict:
         if multiprocessing.context.get_spawning_popen() is None:
-            return {"value": self.value}
-        return {"shared": self._value}
+            return {"flags": self.view.copy()}
+        return {"shared": self._array}
 
     def __setstate__(self, state: dict) -> None:
-        self._value = state["shared"] if "shared" in state else _shared_int(state["value"])
-
-
-def _shared_int(value: int) -> Any:
-    return mp.get_context("spawn").Value("q", value)
+        if "shared" in state:
+            self._array = state["shared"]
+        else:
+            self.__init__(len(state["flags"]), state["flags"])
 
 
 class SkippingDataset(Dataset):
@@ -138,12 +160,17 @@ class SkippingDataset(Dataset):
 
     Subclasses implement ``load(index)`` (raising a ``DecodeError`` for an unreadable file), ``describe(index)``
     (the file behind it, for messages) and ``__len__``, and set ``random``. ``__getitem__`` catches the
-    ``DecodeError``, logs it with the path, increments ``num_failed`` (shared with the DataLoader workers) and
-    returns another sample: a random one when ``random`` (training), else the next one, so that evaluation stays
-    deterministic. After ``max_retries`` consecutive failures it raises, naming the file it started from.
+    ``DecodeError``, logs it with the path and flags the sample as failed (flags shared with the DataLoader
+    workers, so each bad file counts once however many workers and epochs meet it). Then:
 
-    ``missing`` (annotated files absent from disk) and ``unreadable`` (files found unreadable when the split was
-    built) are filled by the subclass and only counted: they are not among the samples.
+    * evaluation (``random`` false) returns ``None``: the loaders' ``drop_unreadable`` collate leaves the sample
+      out, so a metric is computed over the readable samples only (a substitute would be counted twice);
+    * training returns a random other sample (the batch keeps its size); after ``max_retries`` consecutive
+      failures it raises, naming the file it started from.
+
+    ``missing`` (annotated files absent from disk), ``unreadable`` (files found unreadable when the split was
+    built), ``unknown_label`` (files whose label is not a class) and ``duplicate`` (files annotated twice) are
+    filled by the subclass and only counted: they are not among the samples.
     """
 
     #: (set by subclasses) whether samples are drawn at random, which also picks random substitutes
@@ -152,11 +179,41 @@ class SkippingDataset(Dataset):
     item: ClassVar[str] = "sample"
     max_retries: int = 10
 
-    def __init__(self, *, missing: Sequence[str] = (), unreadable: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        *,
+        missing: Sequence[str] = (),
+        unreadable: Sequence[str] = (),
+        unknown_label: Sequence[str] = (),
+        duplicate: Sequence[str] = (),
+    ) -> None:
         self.missing: list[str] = list(missing)
         self.unreadable: list[str] = list(unreadable)
-        self._failed = SharedCounter()
-        self._known_bad: set[int] = set()  # per worker process; only saves decoding a bad file twice
+        self.unknown_label: list[str] = list(unknown_label)
+        self.duplicate: list[str] = list(duplicate)
+        self._failed: SharedFlags | None = None
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Make the failure flags once the outermost ``__init__`` of a subclass has indexed its samples: they are
+        sized by ``len(self)``, and must exist before DataLoader workers fork, or each worker would flag its own
+        copy and the main process would see none of it."""
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def init_then_share(self: SkippingDataset, *args: Any, **kw: Any) -> None:
+            init(self, *args, **kw)
+            if type(self).__init__ is init_then_share:  # the outermost subclass: the samples are final
+                self._flags()
+
+        cls.__init__ = init_then_share
+
+    def _flags(self) -> SharedFlags:
+        if self._failed is None or len(self._failed) != len(self):
+            self._failed = SharedFlags(len(self))
+        return self._failed
 
     @property
     def num_missing(self) -> int:
@@ -165,13 +222,16 @@ class SkippingDataset(Dataset):
 
     @property
     def num_failed(self) -> int:
-        """Decoding failures so far, summed over the DataLoader workers. Each worker process remembers its bad
-        files and skips them without a second warning, so a bad file counts at most once per worker process."""
-        return self._failed.value
+        """Samples that failed to decode so far, each counted once over every DataLoader worker and epoch."""
+        return len(self._flags().indices())
+
+    def failed_samples(self) -> list[str]:
+        """The files (``describe``) of the samples that failed to decode so far, in index order."""
+        return [self.describe(i) for i in self._flags().indices()]
 
     @property
     def num_skipped(self) -> int:
-        return self.num_missing + len(self.unreadable) + self.num_failed
+        return self.num_missing + len(self.unreadable) + len(self.unknown_label) + len(self.duplicate) + self.num_failed
 
     @abstractmethod
     def load(self, index: int) -> tuple[Tensor, Tensor | int]:
@@ -181,34 +241,60 @@ class SkippingDataset(Dataset):
     def describe(self, index: int) -> str:
         """The file (or folder) behind ``index``, for messages."""
 
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor | int]:
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor | int] | None:
+        flags = self._flags()
         candidate, last_error = index, None
-        for attempt in range(self.max_retries + 1):
-            if candidate not in self._known_bad:
+        for _attempt in range(self.max_retries + 1):
+            if candidate not in flags:
                 try:
                     return self.load(candidate)
                 except DecodeError as error:
-                    self._known_bad.add(candidate)
-                    count = self._failed.increment()
-                    log.warning(f"Skipping unreadable {self.item} {candidate} ({error}); {count} skipped so far")
+                    flags.set(candidate)
+                    log.warning(f"Skipping unreadable {self.item} {candidate} ({error})")
                     last_error = error
-            candidate = self._substitute(index, attempt)
+            if not self.random:
+                return None  # evaluation: left out by ``drop_unreadable``, never replaced
+            candidate = int(torch.randint(len(self), ()).item())
         raise RuntimeError(
             f"{self.max_retries + 1} {self.item}s in a row could not be read, starting at {self.describe(index)}; "
             f"check the files ({README})"
         ) from last_error
 
-    def _substitute(self, index: int, attempt: int) -> int:
-        if self.random:
-            return int(torch.randint(len(self), ()).item())
-        return (index + attempt + 1) % len(self)
+    @staticmethod
+    def collate(batch: list[Any]) -> Any:
+        """``drop_unreadable``: the collate of a loader of this dataset."""
+        return drop_unreadable(batch)
+
+
+def drop_unreadable(batch: list[Any]) -> Any:
+    """``default_collate`` of the samples that are not ``None`` (the unreadable ones in evaluation); ``None`` when
+    none is left, a batch ``SkippingLoader`` leaves out."""
+    kept = [sample for sample in batch if sample is not None]
+    return default_collate(kept) if kept else None
+
+
+class SkippingLoader(DataLoader):
+    """A ``DataLoader`` (collating with ``drop_unreadable`` unless told otherwise) that leaves out the batches
+    in which every sample was unreadable, so that no step sees an empty batch. ``len`` still counts them: a loop
+    ends early by at most that many batches."""
+
+    def __init__(self, dataset: Dataset, *args: Any, **kwargs: Any) -> None:
+        kwargs["collate_fn"] = kwargs.get("collate_fn") or drop_unreadable
+        super().__init__(dataset, *args, **kwargs)
+
+    def __iter__(self) -> Iterator[Any]:
+        return (batch for batch in super().__iter__() if batch is not None)
 
 
 def skip_counts(dataset: Dataset) -> dict[str, int]:
-    """``{"missing": n, "unreadable": k, "failed": m}`` of ``dataset`` (zeros for one that cannot skip, e.g. images
-    held in memory): what a datamodule's ``skipped()`` reports per split."""
+    """What a datamodule's ``skipped()`` reports per split: ``missing`` (annotated, absent from disk),
+    ``unreadable`` (found unreadable when the split was built), ``unknown_label`` (a label outside the class
+    list), ``duplicate`` (annotated more than once) and ``failed`` (failed to decode while loading so far); zeros
+    for a dataset that cannot skip (e.g. images held in memory)."""
     return {
         "missing": int(getattr(dataset, "num_missing", 0)),
         "unreadable": len(getattr(dataset, "unreadable", ())),
+        "unknown_label": len(getattr(dataset, "unknown_label", ())),
+        "duplicate": len(getattr(dataset, "duplicate", ())),
         "failed": int(getattr(dataset, "num_failed", 0)),
     }

@@ -30,7 +30,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
-from datamodules.robust import NORMALISATIONS, DecodeError, SkippingDataset, normalisation_stats
+from datamodules.robust import (
+    NORMALISATIONS,
+    DecodeError,
+    SkippingDataset,
+    SkippingLoader,
+    normalisation_stats,
+    skip_counts,
+)
 
 __all__ = [
     "NORMALISATIONS",  # datamodules.robust's table, re-exported: the names VideoTransform accepts
@@ -237,12 +244,14 @@ class VideoDataModule(pl.LightningDataModule):
                 self.datasets[split] = self._build(split)
 
     def skipped(self) -> dict[str, dict[str, int]]:
-        """Per split: annotated files missing from disk, and samples that failed to decode so far."""
-        return {s: {"missing": d.num_missing, "failed": d.num_failed} for s, d in self.datasets.items()}
+        """Per built split, ``datamodules.robust.skip_counts``: annotated files missing from disk, unreadable,
+        with a label outside the class list, annotated twice, and samples that failed to decode so far."""
+        return {s: skip_counts(d) for s, d in self.datasets.items()}
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self.datasets[split]
-        return DataLoader(
+        # evaluation leaves unreadable videos out of the batches (and a batch of only those out of the loop)
+        return SkippingLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=split == "train",

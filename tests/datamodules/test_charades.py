@@ -94,8 +94,9 @@ def test_a_corrupt_frame_is_skipped_and_counted(charades, caplog):
     (charades / "data" / "Charades_v1_rgb" / "C3" / "C3-000005.jpg").write_bytes(b"broken")
     dataset = _dataset(charades, "val")
     with caplog.at_level(logging.WARNING):
-        _, target = dataset[0]
-    assert _labels(target) == [5]  # D4 instead
+        assert dataset[0] is None  # evaluation leaves C3 out (the loader's collate drops it), never substitutes
+    _, target = dataset[1]
+    assert _labels(target) == [5]  # D4
     assert dataset.num_failed == 1 and "C3-000005.jpg" in caplog.text
 
 

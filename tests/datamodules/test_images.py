@@ -261,7 +261,10 @@ def test_flowers_missing_images_are_dropped_counted_and_warned(flowers, caplog):
     with caplog.at_level(logging.WARNING):
         dm.setup()
     assert len(dm.dataset("test")) == 4 and dm.dataset("test").missing == ["image_00005.jpg"]
-    assert dm.skipped()["test"] == {"missing": 1, "unreadable": 0, "failed": 0} and dm.num_skipped == 1
+    assert (
+        dm.skipped()["test"] == {"missing": 1, "unreadable": 0, "unknown_label": 0, "duplicate": 0, "failed": 0}
+        and dm.num_skipped == 1
+    )
     assert sum("1 of 5 images are missing" in r.message and "image_00005.jpg" in r.message for r in caplog.records) == 1
 
 
@@ -385,18 +388,26 @@ def test_catsdogs_unreadable_images_are_replaced_counted_and_warned_once(tmp_pat
     dataset = dm.dataset("train")
     assert len(dataset) == 5 and list(dataset.paths) == [str(p) for p, _ in train if p not in bad][:5]
     assert dataset.unreadable == [f"Cat/{p.name}" if p.parent.name == "Cat" else f"Dog/{p.name}" for p in bad]
-    assert dm.num_skipped == 2 and dm.skipped()["train"] == {"missing": 0, "unreadable": 2, "failed": 0}
+    assert dm.num_skipped == 2 and dm.skipped()["train"] == {
+        "missing": 0,
+        "unreadable": 2,
+        "unknown_label": 0,
+        "duplicate": 0,
+        "failed": 0,
+    }
     warnings = [r.message for r in caplog.records if "cannot be read" in r.message]
     assert len(warnings) == 1 and "2 of 7 images" in warnings[0]
 
 
-def test_images_that_fail_to_decode_while_loading_are_replaced_and_counted(tmp_path):
+def test_images_that_fail_to_decode_while_loading_are_left_out_of_evaluation_and_counted(tmp_path):
     paths = [write_jpg(tmp_path / f"{i}.jpg", colour(i)) for i in range(3)]
     write_truncated_jpg(paths[1])  # the header is intact: only decoding finds it broken
     transform = image_transform(train=False, image_size=8, normalisation="imagenet")
     dataset = ImageFileDataset(paths, [0, 1, 2], transform, train=False)
-    x, label = dataset[1]
-    assert label == 2 and dataset.num_failed == 1 and dataset.num_skipped == 1  # evaluation: the next image
+    assert dataset[1] is None  # evaluation: left out by the loader's collate, never replaced
+    assert dataset.num_failed == 1 and dataset.num_skipped == 1
+    x, label = dataset[2]
+    assert label == 2
     torch.testing.assert_close(_pixels(x).mean(dim=(1, 2)), torch.tensor(colour(2)).float(), atol=3, rtol=0)
 
 
@@ -405,11 +416,12 @@ def test_a_run_of_unreadable_images_stops_with_the_first_file(tmp_path):
     for path in paths:
         path.write_bytes(b"not a jpg")
     transform = image_transform(train=False, image_size=8, normalisation="cifar")
-    dataset = ImageFileDataset(paths, [0, 1, 2], transform, train=False)
+    dataset = ImageFileDataset(paths, [0, 1, 2], transform, train=True)  # training substitutes at random
     dataset.max_retries = 4
+    torch.manual_seed(0)
     with pytest.raises(RuntimeError, match=r"5 images in a row could not be read, starting at .*1\.jpg"):
         dataset[1]
-    assert dataset.num_failed == 3  # tried 1, 2, 0, then the known bad 1 and 2 again: each counts once
+    assert dataset.num_failed == 3  # known bad files are not decoded twice: each counts once
 
 
 def _imports(module: str) -> set[str]:

@@ -96,8 +96,10 @@ def test_a_corrupt_video_is_skipped_and_counted(kinetics, caplog):
     (kinetics / "data" / "validate" / "cooking" / "v_1_000000_000010.mp4").write_bytes(b"\x00" * 100)
     dataset = _dataset(kinetics, "val")
     with caplog.at_level(logging.WARNING):
-        _clip, label = dataset[0]
-    assert dataset.classes[label] == "air drumming"  # evaluation substitutes the next video
+        assert dataset[0] is None  # evaluation leaves it out (the loader's collate drops it), never substitutes
+    assert dataset.num_failed == 1 and dataset.failed_samples() == [str(dataset.paths[0])]
+    _clip, label = dataset[1]
+    assert dataset.classes[label] == "air drumming"
     assert dataset.num_failed == 1 and "v_1_000000_000010.mp4" in caplog.text
 
 
@@ -105,7 +107,9 @@ def test_labels_outside_the_training_classes_are_reported(kinetics, caplog):
     write_kinetics(kinetics.parent, {"test": [("new", "juggling", 8), ("t_1", "bowling", 14)]})
     with caplog.at_level(logging.WARNING):
         dataset = _dataset(kinetics, "test")
-    assert len(dataset) == 1 and "juggling" in caplog.text
+    assert (
+        len(dataset) == 1 and "juggling" in caplog.text and dataset.unknown_label == ["juggling/new_000000_000010.mp4"]
+    )
 
 
 def test_a_missing_root_names_the_path_and_the_preparation_steps(tmp_path):
@@ -137,7 +141,10 @@ def test_datamodule_batches(kinetics):
     assert clips.shape == (2, 3, 6, 16, 16)
     clips, labels = next(iter(datamodule.test_dataloader()))
     assert clips.shape == (1, 3, 6, 16, 16)
-    assert datamodule.skipped() == {s: {"missing": 0, "failed": 0} for s in ("train", "val", "test")}
+    assert datamodule.skipped() == {
+        s: {"missing": 0, "unreadable": 0, "unknown_label": 0, "duplicate": 0, "failed": 0}
+        for s in ("train", "val", "test")
+    }
 
 
 def test_datamodule_with_workers(kinetics):

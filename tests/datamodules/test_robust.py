@@ -17,8 +17,9 @@ from datamodules.robust import (
     NORMALISATIONS,
     README,
     DecodeError,
-    SharedCounter,
+    SharedFlags,
     SkippingDataset,
+    SkippingLoader,
     normalisation_stats,
     require_path,
     skip_counts,
@@ -49,13 +50,15 @@ class _Flaky(SkippingDataset):
         return torch.tensor(index), index
 
 
-def test_an_unreadable_sample_is_replaced_logged_and_counted(caplog):
+def test_an_unreadable_sample_is_left_out_of_evaluation_logged_and_counted(caplog):
     dataset = _Flaky(5, bad={1, 2})
     with caplog.at_level(logging.WARNING):
-        assert dataset[1][1] == 3  # evaluation: the next readable sample
+        assert dataset[1] is None and dataset[2] is None  # evaluation: left out, never replaced
     assert dataset.num_failed == 2 and dataset.num_skipped == 2
     assert "video1.mp4" in caplog.text and "video2.mp4" in caplog.text
-    assert dataset[1][1] == 3 and dataset.num_failed == 2  # known bad files are not decoded (or counted) again
+    assert dataset[1] is None and dataset.num_failed == 2  # known bad files are not decoded (or counted) again
+    assert dataset.failed_samples() == ["video1.mp4", "video2.mp4"]
+    assert [labels.tolist() for _x, labels in SkippingLoader(dataset, batch_size=2)] == [[0], [3], [4]]
 
 
 def test_training_substitutes_a_random_sample():
@@ -64,8 +67,8 @@ def test_training_substitutes_a_random_sample():
     assert dataset[0][1] != 0 and dataset.num_failed == 1
 
 
-def test_too_many_failures_raise_naming_the_file():
-    dataset = _Flaky(4, bad={0, 1, 2, 3})
+def test_too_many_failures_in_training_raise_naming_the_file():
+    dataset = _Flaky(4, bad={0, 1, 2, 3}, random=True)
     with pytest.raises(RuntimeError, match=r"video0\.mp4"):
         dataset[0]
 
@@ -87,27 +90,35 @@ def test_every_decoder_error_is_a_decode_error():
 # spawned workers re-import torch (~30 s on 2 busy cores): slow
 @pytest.mark.parametrize("context", ["fork", pytest.param("spawn", marks=pytest.mark.slow)])
 def test_failures_in_dataloader_workers_are_counted_in_the_main_process(context):
-    dataset = _Flaky(8, bad={2, 5})
-    loader = DataLoader(dataset, batch_size=2, num_workers=2, multiprocessing_context=context)
-    # one epoch reads every index once: the two bad ones are replaced by their successors
-    assert sorted(torch.cat([b[1] for b in loader]).tolist()) == [0, 1, 3, 3, 4, 6, 6, 7]
-    assert dataset.num_failed == 2
+    dataset = _Flaky(8, bad={2, 3, 5})
+    loader = SkippingLoader(dataset, batch_size=2, num_workers=2, multiprocessing_context=context)
+    # one epoch reads every index once: the bad ones are left out, each counted once over the workers
+    for _epoch in range(2):
+        assert sorted(torch.cat([b[1] for b in loader]).tolist()) == [0, 1, 4, 6, 7]
+    assert dataset.num_failed == 3
+    # training substitutes random samples (which may be bad too, in another worker): still one count per file
+    torch.manual_seed(0)
+    training = _Flaky(8, bad={2, 3, 5}, random=True)
+    loader = DataLoader(training, batch_size=4, num_workers=2, multiprocessing_context=context, shuffle=True)
+    assert sum(len(b[1]) for b in loader) == 8 and training.num_failed == 3
 
 
-def test_shared_counter_copies_detach_with_their_value():
-    counter = SharedCounter()
-    counter.increment()
-    copy = pickle.loads(pickle.dumps(counter))
-    copy.increment()
-    assert (counter.value, copy.value) == (1, 2)
+def test_shared_flags_copies_detach_with_their_flags():
+    flags = SharedFlags(4)
+    flags.set(1)
+    copy = pickle.loads(pickle.dumps(flags))
+    copy.set(3)
+    assert (flags.indices(), copy.indices()) == ([1], [1, 3]) and 1 in flags and 3 not in flags
 
 
 def test_skip_counts_of_a_skipping_and_of_a_plain_dataset():
     dataset = _Flaky(4, bad={1})
     dataset.missing, dataset.unreadable = ["a.mp4", "b.mp4"], ["c.mp4"]
     dataset[1]
-    assert skip_counts(dataset) == {"missing": 2, "unreadable": 1, "failed": 1} and dataset.num_skipped == 4
-    assert skip_counts(torch.utils.data.TensorDataset(torch.zeros(2))) == {"missing": 0, "unreadable": 0, "failed": 0}
+    dataset.unknown_label, dataset.duplicate = ["d.mp4"], ["e.mp4", "e.mp4"]
+    assert skip_counts(dataset) == {"missing": 2, "unreadable": 1, "unknown_label": 1, "duplicate": 2, "failed": 1}
+    assert dataset.num_skipped == 7
+    assert set(skip_counts(torch.utils.data.TensorDataset(torch.zeros(2))).values()) == {0}
 
 
 # --- path checks and warnings ----------------------------------------------------------------------

@@ -66,7 +66,10 @@ def test_batches_of_each_stream(ntu60, stream, channels):
     np.testing.assert_array_equal(clip.numpy(), expected)
     train_clip, _ = next(iter(module.train_dataloader()))
     assert train_clip.shape == (4, channels, 300, 25, 2)
-    assert module.skipped() == {s: {"missing": 0, "unreadable": 0, "failed": 0} for s in ("train", "val", "test")}
+    assert module.skipped() == {
+        s: {"missing": 0, "unreadable": 0, "unknown_label": 0, "duplicate": 0, "failed": 0}
+        for s in ("train", "val", "test")
+    }
 
 
 def test_test_split_is_val_and_samples_are_named(ntu60):
