@@ -18,6 +18,7 @@ captured in a CUDA graph; step counters are Python ints, so a step never synchro
 from __future__ import annotations
 
 import contextlib
+import operator
 from contextvars import ContextVar
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "check_fill",
     "clone_state",
     "in_place_ok",
+    "ordinary_tensors",
     "stack_steps",
     "store",
 ]
@@ -68,6 +70,26 @@ def store(buffer: Tensor | None, value: Tensor) -> Tensor:
         return value
     buffer.copy_(value)
     return buffer
+
+
+def ordinary_tensors(module: nn.Module, recurse: bool = True) -> nn.Module:
+    """Replace the inference-tensor parameters and buffers of ``module`` (and, with ``recurse``, its children) by
+    ordinary copies; returns ``module``.
+
+    A module built under ``torch.inference_mode`` holds inference tensors, which autograd refuses (grad-mode
+    steps fail), which cannot be updated outside inference mode (``load_state_dict`` fails) and which have no
+    version counter (cached derived weights cannot see in-place updates). Ordinary tensors work in every mode,
+    so continual layers convert their own tensors when built; the values are unchanged.
+    """
+    with torch.inference_mode(False):
+        for m in module.modules() if recurse else (module,):
+            for name, p in m._parameters.items():
+                if p is not None and p.is_inference():
+                    m._parameters[name] = nn.Parameter(p.clone(), requires_grad=p.requires_grad)
+            for name, b in m._buffers.items():
+                if b is not None and b.is_inference():
+                    m._buffers[name] = b.clone()
+    return module
 
 
 def clone_state(state: Any) -> Any:
@@ -229,6 +251,12 @@ class StatefulModule(CoModule):
     until the window is full, then cycles through the ``stride`` phases (see ``_tick``). ``get_state`` returns
     clones, ``set_state`` stores clones: a snapshot is never changed by later steps and can be restored any
     number of times.
+
+    A stream is one batch of independent streams of one step shape, dtype and device: the first step after
+    ``clean_state`` fixes them (host metadata, compared at every step without a device sync), and a step that
+    differs is refused instead of being broadcast against, or silently mixed with, the state of another stream.
+    ``_state_spec`` (optional) gives the expected shape of each state tensor, so that ``set_state`` refuses a
+    state of another configuration and the first step after it must fit the restored streams.
     """
 
     _state_names: tuple[str, ...] = ()
@@ -238,6 +266,7 @@ class StatefulModule(CoModule):
             setattr(self, name, None)
         self._t = 0
         self.__dict__["_t_base"] = None  # recomputed lazily: the temporal properties may change before use
+        self.__dict__["_stream"] = None  # (shape, dtype, device) of the stream's steps, fixed by its first step
 
     def get_state(self) -> tuple[Any, ...]:
         return (*(clone_state(getattr(self, n)) for n in self._state_names), self._t)
@@ -246,29 +275,124 @@ class StatefulModule(CoModule):
         if state is None:
             self.clean_state()
             return
-        if len(state) != len(self._state_names) + 1:
-            raise ValueError(
-                f"{type(self).__name__}.set_state expects {len(self._state_names) + 1} entries "
-                f"({', '.join(self._state_names)}, step count), got {len(state)}"
-            )
+        self._check_state(state)
         for name, value in zip(self._state_names, state[:-1]):
             setattr(self, name, clone_state(value))
-        self._t = int(state[-1])
+        self._t = operator.index(state[-1])
+        self.__dict__["_stream"] = None  # the next step is checked against the restored state, then fixes it
 
     def clean_state(self) -> None:
         self._init_state_attrs()
 
     def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
+        stream = self.__dict__.get("_stream")
+        if stream is None:
+            self._start_stream(step)
+        elif step.shape != stream[0] or step.dtype != stream[1] or step.device != stream[2]:
+            raise ValueError(_stream_mismatch(type(self).__name__, step, stream))
         if update_state:
             return self._step(step)
         saved = self.get_state()
         out = self._step(step)
         self.set_state(saved)
+        self.__dict__["_stream"] = stream  # the peeked step told nothing new about the stream
         return out
 
     def _step(self, step: Tensor) -> Tensor | None:
         """One step that updates the state; returns the newest output or None."""
         raise NotImplementedError
+
+    # --- stream and state checks ---------------------------------------------------------------------------
+    def _check_step_form(self, step: Tensor) -> None:
+        """Raise when ``step`` cannot be a step of this module (wrong rank, channels); run once per stream."""
+
+    def _state_spec(self) -> dict[str, tuple[Any, ...]] | None:
+        """Expected shape of each state tensor: per dim an int (this configuration's size), ``None`` (any), or
+        ``"s<i>"``: dim ``i`` of the steps (``"s0"`` the batch), the same wherever it appears; a trailing
+        ``...`` stands for the steps' remaining dims. ``None``: the shapes are not checked."""
+        return None
+
+    def _start_stream(self, step: Tensor) -> None:
+        """Check the first step of a stream (its form; after ``set_state``, that it fits the restored state) and
+        fix the stream's step shape, dtype and device."""
+        if not isinstance(step, Tensor):
+            return
+        self._check_step_form(step)
+        spec = self._state_spec()
+        if spec is not None:
+            for name, dims in spec.items():
+                value = getattr(self, name)
+                if value is not None:
+                    self._check_fits_step(name, value, dims, step)
+        self.__dict__["_stream"] = (step.shape, step.dtype, step.device)
+
+    def _check_fits_step(self, name: str, value: Tensor, dims: tuple[Any, ...], step: Tensor) -> None:
+        module = type(self).__name__
+        if value.device != step.device:
+            raise ValueError(
+                f"{module}.forward_step got a step on device {step.device} but its state {name} is on "
+                f"{value.device}: call clean_state() to start a stream on {step.device}."
+            )
+        for i, want in enumerate(_expand_spec(dims, value.dim())):
+            if not (isinstance(want, str) and want.startswith("s")):
+                continue
+            k = int(want[1:])
+            have = step.shape[k] if k < step.dim() else None
+            if have != value.shape[i]:
+                what = (
+                    f"batch size {step.shape[0]} but its state holds {value.shape[i]} streams"
+                    if k == 0
+                    else (f"a step {tuple(step.shape)} that does not fit its state {name} {tuple(value.shape)}")
+                )
+                raise ValueError(
+                    f"{module}.forward_step got {what} (set by set_state): call clean_state() before starting "
+                    "a stream of another batch size or step shape, or restore a state of this stream."
+                )
+
+    def _check_state(self, state: Any) -> None:
+        """Raise unless ``state`` is a state of this module's configuration (``get_state``'s structure)."""
+        module, names = type(self).__name__, self._state_names
+        if not isinstance(state, tuple | list) or len(state) != len(names) + 1:
+            got = f"{len(state)}" if isinstance(state, tuple | list) else f"a {type(state).__name__}"
+            raise ValueError(
+                f"{module}.set_state expects {len(names) + 1} entries ({', '.join((*names, 'step count'))}), "
+                f"got {got}: a state from get_state() of a {module} of the same configuration"
+            )
+        for name, value in zip(names, state[:-1]):
+            if value is not None and not isinstance(value, Tensor):
+                raise ValueError(f"{module}.set_state: {name} must be a tensor or None, got {type(value).__name__}")
+        count = _step_count(state[-1])
+        if count is None or count < 0:
+            raise ValueError(f"{module}.set_state: the step count must be a non-negative int, got {state[-1]!r}")
+        spec = self._state_spec()
+        if spec is not None:
+            self._check_state_shapes(dict(zip(names, state[:-1])), spec)
+
+    def _check_state_shapes(self, values: dict[str, Tensor | None], spec: dict[str, tuple[Any, ...]]) -> None:
+        module = type(self).__name__
+        seen: dict[str, tuple[str, int]] = {}  # step dim -> (state name, size) where first seen
+        for name, dims in spec.items():
+            value = values.get(name)
+            if value is None:
+                continue
+            expected = _expand_spec(dims, value.dim())
+            shape = tuple(value.shape)
+            fits = len(expected) == len(shape) and all(
+                not isinstance(w, int) or w == s for w, s in zip(expected, shape)
+            )
+            if not fits:
+                raise ValueError(
+                    f"{module}.set_state: {name} has shape {shape}, but this {module} keeps "
+                    f"{_describe_spec(dims)}: the state comes from a module of another configuration ({self!r:.200})"
+                )
+            for w, s in zip(expected, shape):
+                if isinstance(w, str):
+                    first = seen.setdefault(w, (name, s))
+                    if first[1] != s:
+                        raise ValueError(
+                            f"{module}.set_state: {name} {shape} and {first[0]} disagree on step dim {w[1:]} "
+                            f"({s} vs {first[1]}): the entries come from different streams"
+                        )
 
     def _tick(self) -> int:
         """Index of the current step; advances the counter.
@@ -290,6 +414,59 @@ class StatefulModule(CoModule):
         """Whether the step with index ``t`` (0-based) completes an on-stride window."""
         d = self.delay
         return t >= d and (t - d) % self.stride[0] == 0
+
+
+def _step_count(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
+
+
+def _expand_spec(dims: tuple[Any, ...], rank: int) -> tuple[Any, ...]:
+    """``dims`` with a trailing ``...`` replaced by step dims ``"s<j>"`` up to ``rank`` entries."""
+    if not dims or dims[-1] is not Ellipsis:
+        return dims
+    head = dims[:-1]
+    last = max((int(d[1:]) for d in head if isinstance(d, str)), default=-1)
+    return (*head, *(f"s{last + 1 + j}" for j in range(max(rank - len(head), 0))))
+
+
+def _describe_spec(dims: tuple[Any, ...]) -> str:
+    """``("s0", 4, None, ...)`` as ``(B, 4, *, ...)``."""
+
+    def one(d: Any) -> str:
+        if d is Ellipsis:
+            return "..."
+        if d is None:
+            return "*"
+        if isinstance(d, str):
+            return "B" if d == "s0" else f"step dim {d[1:]}"
+        return str(d)
+
+    return f"({', '.join(one(d) for d in dims)})"
+
+
+def _stream_mismatch(module: str, step: Tensor, stream: tuple[torch.Size, torch.dtype, torch.device]) -> str:
+    shape, dtype, device = stream
+    diffs = []
+    if step.shape != shape:
+        diffs.append(
+            f"batch size {step.shape[0]} vs {shape[0]}"
+            if step.dim() == len(shape) and step.shape[1:] == shape[1:]
+            else f"shape {tuple(step.shape)} vs {tuple(shape)}"
+        )
+    if step.dtype != dtype:
+        diffs.append(f"dtype {step.dtype} vs {dtype}")
+    if step.device != device:
+        diffs.append(f"device {step.device} vs {device}")
+    return (
+        f"{module}.forward_step got a step {tuple(step.shape)} ({step.dtype}, device {step.device}) in a stream of "
+        f"steps {tuple(shape)} ({dtype}, device {device}): {', '.join(diffs)}. Its state belongs to the other "
+        "stream: call clean_state() before starting a stream of another batch size, dtype, device or shape."
+    )
 
 
 def set_temporal_fill(module: nn.Module, temporal_fill: str) -> int:

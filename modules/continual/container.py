@@ -59,8 +59,16 @@ class ContainerModule(CoModule):
             self.clean_state()
             return
         modules = self._stateful()
+        if not isinstance(state, list | tuple):
+            raise ValueError(
+                f"{type(self).__name__}.set_state expects a list of {len(modules)} child states (from get_state()), "
+                f"got {type(state).__name__}"
+            )
         if len(state) != len(modules):
-            raise ValueError(f"{type(self).__name__}.set_state expects {len(modules)} child states, got {len(state)}")
+            raise ValueError(
+                f"{type(self).__name__}.set_state expects {len(modules)} child states, got {len(state)}: the state "
+                "comes from a module of another structure"
+            )
         for module, child_state in zip(modules, state):
             module.set_state(child_state)
 
@@ -187,6 +195,18 @@ def _reduction(reduce: str | Callable[[list[Tensor]], Tensor]) -> Callable[[list
     return _REDUCTIONS[reduce]
 
 
+def _check_clips(clips: Any, owner: str) -> None:
+    """``forward`` of a reduction takes a list of clips ``(B, C, T, ...)``; steps go to ``forward_step``."""
+    if not isinstance(clips, list | tuple) or not all(isinstance(c, Tensor) for c in clips):
+        raise ValueError(f"{owner}.forward takes a list of clips (one per stream), got {type(clips).__name__}")
+    flat = [tuple(c.shape) for c in clips if c.dim() < 3]
+    if flat:
+        raise ValueError(
+            f"{owner}.forward takes clips (B, C, T, ...) with time on dim 2, got shapes {flat}; reduce steps "
+            "(B, C, ...) with forward_step"
+        )
+
+
 def _check_lengths(clips: Sequence[Tensor], owner: str) -> None:
     lengths = [c.shape[2] for c in clips]
     if len(set(lengths)) > 1:
@@ -205,6 +225,7 @@ class Reduce(ContainerModule, nn.Module):
         self._reduce = _reduction(reduce)
 
     def forward(self, clips: list[Tensor]) -> Tensor:
+        _check_clips(clips, type(self).__name__)
         _check_lengths(clips, type(self).__name__)
         return self._reduce(list(clips))
 

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import StatefulModule, check_fill, in_place_ok
+from .base import StatefulModule, check_fill, in_place_ok, ordinary_tensors
 from .convert import UnsupportedModuleError, register
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d"]
@@ -48,6 +48,16 @@ def _pointwise_conv(x: Tensor, w: Tensor) -> Tensor:
     return torch.matmul(w2, x.flatten(2)).view(x.shape[0], w.shape[0], *x.shape[2:])
 
 
+def _cache_key(kind: str, w: Tensor) -> tuple[Any, ...] | None:
+    """What identifies a derived copy of the weight ``w``, or None when it must not be cached: autograd may need a
+    fresh graph, or ``w`` is an inference tensor (built under ``torch.inference_mode``), which has no version
+    counter to reveal in-place updates (e.g. ``load_state_dict`` under inference mode)."""
+    if (torch.is_grad_enabled() and w.requires_grad) or w.is_inference():
+        return None
+    # data_ptr catches a replaced weight, the version counter an in-place update.
+    return (kind, w.data_ptr(), w._version, w.dtype, w.device)
+
+
 class _ContinualConv(StatefulModule):
     """Shared implementation of ``Conv1d/2d/3d``; mixed in before the ``torch.nn`` class."""
 
@@ -55,6 +65,7 @@ class _ContinualConv(StatefulModule):
     _nd: int
 
     def _setup(self, temporal_fill: str | None) -> None:
+        ordinary_tensors(self, recurse=False)  # built under inference_mode: steppable and loadable in any mode
         if isinstance(self.padding, str):
             if self.padding != "valid":
                 raise ValueError(
@@ -101,6 +112,31 @@ class _ContinualConv(StatefulModule):
     def receptive_field(self) -> int:
         return self.dilation[0] * (self.kernel_size[0] - 1) + 1
 
+    # --- checks (once per stream) ----------------------------------------------------------------------
+    def _check_step_form(self, step: Tensor) -> None:
+        if step.dim() == self._nd + 1 and step.shape[1] == self.in_channels:
+            return
+        spatial = ("", ", L", ", H, W")[self._nd - 1]
+        hint = (
+            ": that is a clip; step through it with forward_steps(clip), or run forward(clip)"
+            if step.dim() == self._nd + 2
+            else ""
+        )
+        raise ValueError(
+            f"{type(self).__name__}.forward_step expects a step (B, C={self.in_channels}{spatial}), a clip's time "
+            f"slice, got {tuple(step.shape)}{hint}"
+        )
+
+    def _state_spec(self) -> dict[str, tuple[Any, ...]]:
+        r, spatial = self.receptive_field, self._nd - 1
+        # The input window holds steps as given unless they are padded first (see _window_step).
+        padded = self.padding_mode != "zeros" and any(self.padding[1:])
+        window_spatial = (None,) * spatial if padded else tuple(f"s{2 + i}" for i in range(spatial))
+        return {
+            "_acc": (r - 1, "s0", self.out_channels, *(None,) * spatial),
+            "_buf": ("s0", self.in_channels, r, *window_spatial),
+        }
+
     # --- offline ---------------------------------------------------------------------------------------
     def forward(self, clip: Tensor) -> Tensor:
         if self._matches_torch_padding():
@@ -131,10 +167,10 @@ class _ContinualConv(StatefulModule):
     def _step_weight(self) -> Tensor:
         """The weight as ``(k * C_out, C_in / groups, *k_spatial)`` with taps reversed, cached when frozen."""
         w = self.weight
-        key = (w.data_ptr(), w._version, w.dtype, w.device)
-        # Cached only when autograd cannot need a fresh graph; the version counter catches in-place updates.
-        cacheable = not (torch.is_grad_enabled() and w.requires_grad)
-        if cacheable and self._weight_cache is not None and self._weight_cache[0] == key:
+        if self.kernel_size[0] == 1:
+            return w.squeeze(2)  # one tap: a view, nothing to cache
+        key = _cache_key("taps", w)
+        if key is not None and self._weight_cache is not None and self._weight_cache[0] == key:
             return self._weight_cache[1]
         k = self.kernel_size[0]
         taps = w.flip(2)  # tap l = W[k - 1 - l] meets the output l steps ahead
@@ -142,7 +178,7 @@ class _ContinualConv(StatefulModule):
             step_w = taps.transpose(0, 2).transpose(1, 2).reshape(k * w.shape[0], w.shape[1], *w.shape[3:])
         else:  # channel-major keeps every output channel's taps inside its group
             step_w = taps.transpose(1, 2).reshape(w.shape[0] * k, w.shape[1], *w.shape[3:])
-        if cacheable:
+        if key is not None:
             self._weight_cache = (key, step_w)
         return step_w
 
@@ -232,12 +268,11 @@ class _ContinualConv(StatefulModule):
     def _window_weight(self) -> Tensor:
         """The weight in the window's memory format, cached while frozen (like ``_step_weight``)."""
         w = self.weight
-        key = ("window", w.data_ptr(), w._version, w.dtype, w.device)
-        cacheable = not (torch.is_grad_enabled() and w.requires_grad)
-        if cacheable and self._weight_cache is not None and self._weight_cache[0] == key:
+        key = _cache_key("window", w)
+        if key is not None and self._weight_cache is not None and self._weight_cache[0] == key:
             return self._weight_cache[1]
         out = w.contiguous(memory_format=self._window_format())
-        if cacheable:
+        if key is not None:
             self._weight_cache = (key, out)
         return out
 

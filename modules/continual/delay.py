@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
@@ -38,6 +40,9 @@ class Delay(StatefulModule, nn.Module):
 
     def _end_padding(self) -> int:
         return self._delay - self.shrink
+
+    def _state_spec(self) -> dict[str, tuple[Any, ...]]:
+        return {"_buffer": ("s0", "s1", self._delay, ...)}  # the last `delay` steps as they came
 
     def forward(self, clip: Tensor) -> Tensor:
         return clip[:, :, : clip.shape[2] - self.shrink] if self.shrink else clip

@@ -7,7 +7,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CoModule
+from .base import CoModule, ordinary_tensors
 from .convert import register
 
 __all__ = ["Linear"]
@@ -29,6 +29,7 @@ class Linear(CoModule, nn.Linear):
         channel_dim: int = 1,
     ) -> None:
         super().__init__(in_features, out_features, bias, device, dtype)
+        ordinary_tensors(self, recurse=False)  # built under inference_mode: usable and loadable in any mode
         if channel_dim == 2:
             raise ValueError("Linear: channel_dim=2 is the time dim of a clip; channels cannot be there")
         self.channel_dim = channel_dim
@@ -38,15 +39,29 @@ class Linear(CoModule, nn.Linear):
             return F.linear(x, self.weight, self.bias)
         return F.linear(x.movedim(dim, -1), self.weight, self.bias).movedim(-1, dim)
 
-    def forward(self, clip: Tensor) -> Tensor:
-        dim = self.channel_dim % clip.dim()
+    def _clip_dim(self, x: Tensor, kind: str) -> int:
+        """``channel_dim`` as a non-negative dim of ``x``'s clip (``kind``: "clip" or "step", a clip without dim
+        2); refused where that is time (dim 2) or beyond the clip, for a clip and its steps alike."""
+        clip_dims = x.dim() + (kind == "step")
+        dim = self.channel_dim + clip_dims if self.channel_dim < 0 else self.channel_dim
+        if not 0 <= dim < clip_dims:
+            raise ValueError(
+                f"Linear: channel_dim={self.channel_dim} is beyond the {clip_dims}-d clip of {kind} {tuple(x.shape)}"
+            )
         if dim == 2:
-            raise ValueError(f"Linear: channel_dim={self.channel_dim} is the time dim of a {clip.dim()}-d clip")
-        return self._apply_on(clip, self.channel_dim)
+            raise ValueError(
+                f"Linear: channel_dim={self.channel_dim} is the time dim of a {clip_dims}-d clip ({kind} "
+                f"{tuple(x.shape)}); give the dim of the features (channels first: channel_dim=1)"
+            )
+        return dim
+
+    def forward(self, clip: Tensor) -> Tensor:
+        return self._apply_on(clip, self._clip_dim(clip, "clip"))
 
     def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor:
-        dim = self.channel_dim - 1 if self.channel_dim > 2 else self.channel_dim
-        return self._apply_on(step, dim)
+        # A step is its clip without dim 2: check the dim against the clip, then skip the missing time dim.
+        dim = self._clip_dim(step, "step")
+        return self._apply_on(step, dim - 1 if dim > 2 else dim)
 
     def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor:
         return self.forward(clip)

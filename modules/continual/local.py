@@ -12,7 +12,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import CoModule
+from .base import CoModule, ordinary_tensors
 from .convert import UnsupportedModuleError, register
 
 __all__ = ["StepLocal", "local"]
@@ -84,7 +84,7 @@ def local(module: nn.Module, **_: Any) -> nn.Module:
     cls = type(module)
     if cls not in _LOCAL_CLASSES:
         _LOCAL_CLASSES[cls] = type(cls.__name__, (StepLocal, cls), {"__module__": cls.__module__})
-    out = copy.deepcopy(module)
+    out = ordinary_tensors(copy.deepcopy(module))  # e.g. a BatchNorm built under inference_mode
     out.__class__ = _LOCAL_CLASSES[cls]
     return out
 

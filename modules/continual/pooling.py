@@ -35,6 +35,19 @@ def _tuple(value: Any, n: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, list | tuple) else (value,) * n
 
 
+def _check_rank(module: StatefulModule, step: Tensor) -> None:
+    """A step of an ``nd``-d pool is ``(B, C, *spatial)`` with ``nd - 1`` spatial dims."""
+    nd = module._nd  # type: ignore[attr-defined]
+    if step.dim() == nd + 1:
+        return
+    spatial = ("", ", L", ", H, W")[nd - 1]
+    hint = ": that is a clip; use forward_steps(clip) or forward(clip)" if step.dim() == nd + 2 else ""
+    raise ValueError(
+        f"{type(module).__name__}.forward_step expects a step (B, C{spatial}), a clip's time slice, "
+        f"got {tuple(step.shape)}{hint}"
+    )
+
+
 def _shift_in(buffer: Tensor, frame: Tensor) -> Tensor:
     """Drop the oldest frame of ``buffer`` (time on dim 2) and append ``frame``."""
     if in_place_ok(buffer, frame):
@@ -75,6 +88,13 @@ class _ContinualPool(StatefulModule):
     @property
     def receptive_field(self) -> int:
         return self._tdilation * (self.kernel_size[0] - 1) + 1
+
+    def _check_step_form(self, step: Tensor) -> None:
+        _check_rank(self, step)
+
+    def _state_spec(self) -> dict[str, tuple[Any, ...]]:
+        # Pooled frames: the step's batch and channels, this window's length, pooled spatial sizes.
+        return {"_window": ("s0", "s1", self.receptive_field, *(None,) * (self._nd - 1))}
 
     # --- offline ---------------------------------------------------------------------------------------
     def forward(self, clip: Tensor) -> Tensor:
@@ -280,6 +300,12 @@ class _AdaptivePool(StatefulModule):
     def receptive_field(self) -> int:
         return self._require_window()
 
+    def _check_step_form(self, step: Tensor) -> None:
+        _check_rank(self, step)
+
+    def _state_spec(self) -> dict[str, tuple[Any, ...]]:
+        return {"_window": ("s0", "s1", self.temporal_window, *self._spatial_size)}
+
     def _require_window(self) -> int:
         if self.temporal_window is None:
             raise ValueError(
@@ -308,6 +334,12 @@ class _AdaptivePool(StatefulModule):
             }[(self._nd, self._is_max)]
             return fn(clip, size)
         b, c, t = clip.shape[:3]
+        if t < self.temporal_window:
+            raise ValueError(
+                f"{type(self).__name__}(temporal_window={self.temporal_window}) got a clip of {t} frames, but each "
+                f"output pools a window of {self.temporal_window}: give a clip of at least {self.temporal_window} "
+                "frames, or set a shorter temporal_window (modules.continual.set_temporal_window)"
+            )
         frames = self._spatial(clip.transpose(1, 2).reshape(b * t, c, *clip.shape[3:]))
         frames = frames.reshape(b, t, c, *frames.shape[2:]).transpose(1, 2)
         windows = frames.unfold(2, self.temporal_window, 1)
