@@ -4,11 +4,13 @@ and found up front by ``python -m datamodules.check``. Every fault is written in
 
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from datamodules.charades import CharadesDataModule
@@ -162,3 +164,86 @@ def test_a_clean_run_reports_zero_counts_and_says_so(kinetics, caplog):
         metrics = report_data(datamodule, {})
     assert metrics["data/test/failed"] == 0 and "no sample skipped" in caplog.text
     assert report_data(object(), {"x": 1.0}) == {"x": 1.0}  # a datamodule that cannot skip reports nothing
+
+
+class _Counting(pl.LightningModule):
+    """Logs how many test samples it saw and their labels' sum: what a test metric is computed over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = torch.nn.Linear(3, 3)
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], _index: int) -> None:
+        clips, labels = batch
+        self.head(clips.mean(dim=(2, 3, 4)))
+        self.log("test/samples", float(len(labels)), reduce_fx="sum", batch_size=len(labels))
+        self.log("test/label_sum", labels.float().sum(), reduce_fx="sum", batch_size=len(labels))
+
+
+def test_a_lightning_test_stage_sees_each_readable_video_once(kinetics):
+    _corrupt(kinetics, "test", BAD)
+    datamodule = _datamodule(kinetics, batch_size=2)
+    trainer = pl.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    [metrics] = trainer.test(_Counting(), datamodule=datamodule, verbose=False)
+    assert metrics == {"test/samples": 3.0, "test/label_sum": 2.0}  # t0, t3, t5: labels 0, 0, 2
+    assert datamodule.skipped()["test"]["failed"] == 3
+
+
+# --- python -m datamodules.check ------------------------------------------------------------------------------
+
+
+def _kinetics_with_every_fault(tmp_path: Path) -> Path:
+    test = [*TEST, ("s0", "bowling", 2), ("u0", "juggling", 8), ("gone", "cooking", 8)]
+    dataset_dir = write_kinetics(tmp_path, {"train": TRAIN, "validate": TRAIN, "test": test})
+    _corrupt(dataset_dir, "test", ("t1",))
+    (dataset_dir / "data" / "test" / "cooking" / "gone_000000_000010.mp4").unlink()
+    return dataset_dir
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_check_reports_unreadable_short_missing_and_mislabelled_videos(tmp_path, workers, capsys):
+    from datamodules.check import main
+
+    dataset_dir = _kinetics_with_every_fault(tmp_path)
+    out = tmp_path / "report.csv"
+    args = ["--data", "kinetics400", "--root", str(tmp_path), "--workers", str(workers), "--min-frames", "4"]
+    status = main([*args, "--out", str(out)])
+    assert status == 1  # something unreadable, missing or mislabelled: a script stops here
+    with open(out) as f:
+        rows = {(r["split"], r["kind"], Path(r["file"]).name) for r in csv.DictReader(f)}
+    assert rows == {
+        ("test", "unreadable", "t1_000000_000010.mp4"),
+        ("test", "short", "s0_000000_000010.mp4"),  # 2 frames, fewer than 4
+        ("test", "unknown_label", "u0_000000_000010.mp4"),
+        ("test", "missing", "gone_000000_000010.mp4"),
+    }
+    printed = capsys.readouterr().out
+    assert "test: 1 missing, 1 unreadable, 1 unknown_label, 1 short" in printed and "train: no problem" in printed
+    assert dataset_dir.is_dir()
+
+
+def test_check_of_clean_charades_frames_and_of_a_broken_frame(tmp_path, capsys):
+    from datamodules.check import main
+
+    labels = [[1]] * 6
+    dataset_dir = write_charades(tmp_path, {"train": {"A": labels}, "val": {"B": labels}})
+    args = ["--data", "charades", "--root", str(tmp_path), "--workers", "0", "--min-frames", "6"]
+    assert main(args) == 0
+    assert "val: no problem found" in capsys.readouterr().out
+    write_truncated_jpg(dataset_dir / "data" / "Charades_v1_rgb" / "B" / "B-000004.jpg")
+    assert main(args) == 1
+    with open(tmp_path / "charades_check.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["split"], r["kind"], Path(r["file"]).name) for r in rows} == {
+        ("val", "unreadable", "B"),
+        ("test", "unreadable", "B"),  # the test split is the val split
+    }
+    assert "B-000004.jpg" in rows[0]["detail"]
+
+
+def test_check_refuses_an_unknown_dataset_name(tmp_path, capsys):
+    from datamodules.check import main
+
+    with pytest.raises(SystemExit):
+        main(["--data", "imagenet21k", "--root", str(tmp_path)])
+    assert "invalid choice: 'imagenet21k'" in capsys.readouterr().err
