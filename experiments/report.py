@@ -4,6 +4,8 @@ metrics."""
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
 
-__all__ = ["headline", "report_run", "run_files"]
+__all__ = ["headline", "json_metrics", "report_run", "run_files"]
 
 log = logging.getLogger(__name__)
 
@@ -77,3 +79,16 @@ def run_files(cfg: DictConfig) -> dict[str, Path | None]:
         "protocol results": out / "protocol_results.csv",
         "wandb offline run": offline[-1] if offline else None,
     }
+
+
+def json_metrics(metrics: dict[str, float]) -> dict[str, float | None]:
+    """``metrics`` as strict JSON can hold them: a NaN or infinite value (a diverged loss, a metric over no
+    samples) becomes ``null`` with a warning naming the metrics, instead of the bare ``NaN`` that JSON readers
+    (``jq``, JavaScript, ``json.loads(..., parse_constant=...)``) reject. Write with ``json.dumps(...,
+    allow_nan=False)``."""
+    bad = sorted(k for k, v in metrics.items() if v is not None and not math.isfinite(v))
+    if bad:
+        message = f"metrics {bad} are not finite ({[metrics[k] for k in bad]}); metrics.json records them as null"
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        log.warning(message)
+    return {k: None if k in bad else v for k, v in metrics.items()}

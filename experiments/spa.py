@@ -5,7 +5,13 @@ A run is one (model, dataset, criterion, learning method, rank, seed) of "Struct
 net (``spa_model``), its adapters (``adapter``), the image system, loggers and a trainer factory from the composed
 config, runs ``modules.prune_recover.PruneRecover`` (the published prune-recover loop), and writes ``config.yaml``
 and ``metrics.json`` into the run directory. The rows, one per density, go to ``spa_results.csv`` as each step
-completes (the tidy table ``paper/spa.py`` collects). Returns ``optimized_metric`` (the final test top-1).
+completes (the tidy table ``paper/spa.py`` collects), and ``spa_results_complete.json`` marks the run finished.
+Returns ``optimized_metric`` (the final test top-1).
+
+The config is checked before anything is built (``experiments/config_checks.py``: the criterion, adapter and
+schedule fail before the fine-tune, not after). A killed run resumes after its last completed step when started
+again in its run directory (``hydra.run.dir=<run>``; ``resume``: auto, the default, when the directory holds a
+partial run; true: require one; false: never), with the rows an uninterrupted run gives.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import pytorch_lightning as pl
 import torch
 from omegaconf import DictConfig
 
-from experiments import utils
+from experiments import config_checks, utils
 from modules.prune_recover import PruneRecover
 
 log = logging.getLogger(__name__)
@@ -30,6 +36,7 @@ for _name in ("pytorch_lightning.utilities.rank_zero", "pytorch_lightning.accele
 
 def spa(cfg: DictConfig) -> dict[str, float]:
     """The whole prune-recover schedule of ``cfg``; returns the run's summary (``final/*``)."""
+    config_checks.check(cfg)
     pl.seed_everything(cfg.seed, workers=True)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
@@ -58,6 +65,7 @@ def spa(cfg: DictConfig) -> dict[str, float]:
         make_trainer=make_trainer,
         scorer=hydra.utils.instantiate(cfg.pruning.scorer),
         loggers=loggers,
+        resume=cfg.get("resume", "auto"),
     )
 
     utils.save_config(cfg, cfg.paths.output_dir)
@@ -67,6 +75,7 @@ def spa(cfg: DictConfig) -> dict[str, float]:
     finally:
         utils.finish_loggers(loggers)
     utils.write_metrics(summary, cfg.paths.output_dir)
+    driver.mark_complete(summary)  # last: a run without the marker is partial (resumable, refused by collect)
     return summary
 
 

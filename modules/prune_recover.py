@@ -15,6 +15,13 @@ and every test runs Lightning's test loop; the ranking pass is a plain loop (no 
 fused export; it is written to ``output_file`` as soon as its step completes and logged as ``prune/*``. Accuracies
 are fractions (``acc_unit`` column). ``summary()`` compares the masked and the exported model at the last density.
 
+A killed run keeps what it finished and resumes exactly: after each row, the state the next step starts from (the
+net's weights, adapters and BatchNorm statistics, the masks, the rows, the loggers' step and every RNG: torch,
+CUDA, numpy, python) goes to ``<output_file stem>_state.pt`` beside the rows, atomically; ``run()`` with
+``resume`` continues after the last completed step, and gives the rows an uninterrupted run gives (bit for bit on
+the CPU). ``mark_complete()`` writes ``<output_file stem>_complete.json`` once the whole run is done: a results file
+without it is a partial run (``paper/spa.py collect`` refuses it).
+
 ``load_source_pretrained`` is the transfer setting's first step where no published weights exist (the embedded
 digits task): train the net once on a source task and cache the weights.
 
@@ -26,12 +33,15 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import json
 import logging
 import os
+import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelSummary
@@ -53,7 +63,7 @@ from modules.pruning import (
 from modules.pruning.counting import delta_params, masked_flops
 from modules.systems.image import ImageClassificationSystem
 
-__all__ = ["ACC_UNIT", "PruneRecover", "TrainerFactory", "load_source_pretrained"]
+__all__ = ["ACC_UNIT", "PruneRecover", "ResumeError", "TrainerFactory", "complete_marker", "load_source_pretrained"]
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +74,25 @@ ACC_UNIT = "fraction"
 TOP1, LOSS = "test/top1", "test/loss"
 #: The counts of each row (``PruneRecover.counts``)
 COUNTS = ("delta_params_legacy", "delta_params_exact", "flops_legacy", "flops_exact", "fused_params", "exported_params")
+MASK_MODES = ("enforced", "legacy")
+COUPLINGS = ("none", "group")
+CRITERIA = ("weight", "grad", "taylor", "lrp")
+
+
+class ResumeError(RuntimeError):
+    """A run directory whose saved state cannot be resumed as asked (another run's, or a finished one)."""
+
+
+def complete_marker(output_file: str | Path) -> Path:
+    """The file that marks the run of ``output_file`` (its rows) complete."""
+    output_file = Path(output_file)
+    return output_file.with_name(f"{output_file.stem}_complete.json")
+
+
+def state_file(output_file: str | Path) -> Path:
+    """Where the run of ``output_file`` keeps the state its next step starts from."""
+    output_file = Path(output_file)
+    return output_file.with_name(f"{output_file.stem}_state.pt")
 
 
 class PruneRecover:
@@ -106,6 +135,7 @@ class PruneRecover:
         output_file: str | Path | None = None,
         columns: Mapping[str, Any] | None = None,
         loggers: Sequence[Logger] = (),
+        resume: bool | str = "auto",
     ) -> None:
         if not hasattr(system, "net") or not hasattr(system, "optimizer"):
             raise ValueError(
@@ -116,6 +146,13 @@ class PruneRecover:
             raise ValueError(f"input_shape is one image (C, H, W), got {tuple(input_shape)}")
         if max_steps is not None and max_steps < 0:
             raise ValueError(f"max_steps must be >= 0 or None (the whole schedule), got {max_steps}")
+        _check_choices(scorer, step_frac, total_pr, coupling, mask_mode, epochs_initial, epochs_recovery)
+        if resume not in (True, False, "auto"):
+            raise ValueError(
+                f"resume must be true, false or 'auto' (resume a partial run if there is one), got {resume!r}"
+            )
+        if resume is True and output_file is None:
+            raise ValueError("resume=true needs output_file: the run's state is kept beside its rows")
         self.system, self.datamodule, self.make_trainer, self.scorer = system, datamodule, make_trainer, scorer
         self.epochs_initial, self.epochs_recovery = int(epochs_initial), int(epochs_recovery)
         self.input_shape = tuple(int(s) for s in input_shape)
@@ -127,6 +164,7 @@ class PruneRecover:
         self.output_file = None if output_file is None else Path(output_file)
         self.columns = dict(columns or {})
         self.loggers = list(loggers)
+        self.resume = resume
         self.rows: list[dict[str, Any]] = []
         #: batches trained so far over every phase: the step the loggers see
         self.log_step = 0
@@ -142,8 +180,14 @@ class PruneRecover:
 
     # --- the run ------------------------------------------------------------------------------------------------
     def run(self) -> dict[str, float]:
-        """The whole schedule; returns ``summary()``. The rows are in ``self.rows`` and ``output_file``."""
-        self.fit(self.epochs_initial)
+        """The whole schedule; returns ``summary()``. The rows are in ``self.rows`` and ``output_file``. With
+        ``resume`` (``"auto"``: when ``output_file``'s run left a state) the run continues after its last completed
+        step."""
+        saved = self._saved_state()
+        if saved is None:
+            self.fit(self.epochs_initial)
+        else:
+            self._trainer(logger=False)  # where Lightning puts the module: the first trainer decides
         self._on_device()
         probe = torch.zeros(1, *self.input_shape, device=self.device)
         graph = self.graph = ChannelGraph(self.net, probe)
@@ -151,11 +195,16 @@ class PruneRecover:
         schedule = PruneSchedule.from_masks(masks, self.step_frac, self.total_pr)
         steps = schedule.num_steps if self.max_steps is None else min(schedule.num_steps, int(self.max_steps))
         log.info(f"{schedule.total_filters} filters, {schedule.per_step} pruned per step, {steps} steps")
-        self._add_row(0, None, self.test())
+        if saved is None:
+            self._add_row(0, None, self.test())
+            done = 0
+        else:
+            done = self._restore(saved)
+            log.info(f"resumed {self.output_file} after step {done}/{steps} (density {masks.density:.3f})")
         if self.recovery_weight_decay is not None:
             # a later keyword wins in a partial: only the decay changes
             self.system.optimizer = functools.partial(self.system.optimizer, weight_decay=self.recovery_weight_decay)
-        for k in range(1, steps + 1):
+        for k in range(done + 1, steps + 1):
             scorer = self.scorer(self.net, graph, masks)
             # LRP ran on a folded copy in the published code, so the net's BN statistics did not move there
             self.rank(scorer, train_mode=self.rank_in_train_mode and scorer.criterion != "lrp")
@@ -255,6 +304,7 @@ class PruneRecover:
         }
         self.rows.append(row)
         self._write_rows()
+        self._save_state(step)
         metrics = {"prune/step": step, "prune/density": row["density"], "prune/top1": row["acc"]}
         if pre is not None:
             metrics["prune/top1_pre_recovery"] = pre
@@ -279,6 +329,79 @@ class PruneRecover:
         for logger in self.loggers:
             logger.log_metrics(dict(metrics), step=self.log_step)
             logger.save()
+
+    # --- resuming -----------------------------------------------------------------------------------------------
+    def _identity(self) -> dict[str, Any]:
+        """What makes two runs the same run: a saved state of another is never resumed."""
+        return {
+            "columns": {k: str(v) for k, v in self.columns.items()},
+            "schedule": [self.step_frac, self.total_pr, self.max_steps, self.epochs_initial, self.epochs_recovery],
+            "options": [self.norm, self.coupling, self.mask_mode, self.mask_bn, self.rank_in_train_mode,
+                        self.final_recovery, self.recovery_weight_decay],
+            "input_shape": list(self.input_shape),
+        }  # fmt: skip
+
+    def _save_state(self, step: int) -> None:
+        """The state the step after ``step`` starts from, beside the rows (atomically)."""
+        if self.output_file is None:
+            return
+        state = {
+            "identity": self._identity(),
+            "step": step,
+            "rows": self.rows,
+            "net": {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()},
+            "masks": self.masks.state_dict(),
+            "log_step": self.log_step,
+            "rng": _rng_state(),
+        }
+        path = state_file(self.output_file)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")
+        torch.save(state, tmp)
+        tmp.replace(path)
+
+    def _saved_state(self) -> dict[str, Any] | None:
+        """The state to resume from, per ``resume``; None to start afresh."""
+        if self.output_file is None or self.resume is False:
+            return None
+        path, marker = state_file(self.output_file), complete_marker(self.output_file)
+        if marker.exists():
+            raise ResumeError(f"{self.output_file.parent} holds a complete run ({marker}); start a new run in another "
+                              "directory (or delete that one)")  # fmt: skip
+        if not path.exists():
+            if self.resume is True:
+                raise ResumeError(f"resume=true but {path} does not exist: no step of a run in "
+                                  f"{self.output_file.parent} completed; start it without resume")  # fmt: skip
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if state["identity"] != self._identity():
+            raise ResumeError(
+                f"{path} is the state of another run ({state['identity']}), not of this one ({self._identity()}); "
+                "resume it with its own config or start in a new directory"
+            )
+        return state
+
+    def _restore(self, state: Mapping[str, Any]) -> int:
+        """Load a saved state into the net, masks, rows, loggers' step and RNGs; returns its last completed step."""
+        self.net.load_state_dict(state["net"])
+        self.masks.load_state_dict(state["masks"])
+        if self.mask_mode == "legacy":
+            # the restored weights hold the rows zeroed so far (and whatever recovery regrew): zero nothing again
+            self.masks.touched.clear()
+        apply_masks(self.net, self.graph, self.masks, mode=self.mask_mode, mask_bn=self.mask_bn)
+        self.rows = [dict(row) for row in state["rows"]]
+        self._write_rows()  # the rows on disk are the state's (a kill between the two writes left one more)
+        self.log_step, self._fits = int(state["log_step"]), max(self._fits, 1)
+        self._on_device()
+        _set_rng_state(state["rng"])
+        return int(state["step"])
+
+    def mark_complete(self, summary: Mapping[str, float] | None = None) -> Path | None:
+        """Mark the run complete (``complete_marker``): its rows are final. Call after the run's last output."""
+        if self.output_file is None:
+            return None
+        marker = complete_marker(self.output_file)
+        marker.write_text(json.dumps({"rows": len(self.rows), "summary": dict(summary or {})}, indent=2) + "\n")
+        return marker
 
     # --- the end ------------------------------------------------------------------------------------------------
     def summary(self) -> dict[str, float]:
@@ -306,6 +429,65 @@ class PruneRecover:
                 logger.log_table(key="prune/table", columns=names, data=[[r[n] for n in names] for r in self.rows])
         self._log(summary)
         return summary
+
+
+def _check_choices(
+    scorer: Any,
+    step_frac: float,
+    total_pr: float,
+    coupling: str,
+    mask_mode: str,
+    epochs_initial: int,
+    epochs_recovery: int,
+) -> None:
+    """The schedule and options, checked before any training (a wrong one would fail only after the fine-tune)."""
+    criterion = getattr(scorer, "keywords", {}).get("criterion")
+    problems = [
+        f"criterion {criterion!r}: use one of {CRITERIA}"
+        if criterion is not None and criterion not in CRITERIA
+        else "",
+        f"coupling {coupling!r}: use one of {COUPLINGS}" if coupling not in COUPLINGS else "",
+        f"mask_mode {mask_mode!r}: use one of {MASK_MODES}" if mask_mode not in MASK_MODES else "",
+        f"step_frac {step_frac!r}: use a number in (0, 1]" if not _in_unit(step_frac) else "",
+        f"total_pr {total_pr!r}: use a number in (0, 1]" if not _in_unit(total_pr) else "",
+        f"epochs_initial {epochs_initial!r}: use an integer >= 0" if not _count(epochs_initial) else "",
+        f"epochs_recovery {epochs_recovery!r}: use an integer >= 0" if not _count(epochs_recovery) else "",
+    ]
+    problems = [p for p in problems if p]
+    if problems:
+        raise ValueError("PruneRecover: invalid " + "; ".join(problems))
+
+
+def _in_unit(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 < value <= 1
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _rng_state() -> dict[str, Any]:
+    """Every RNG a phase draws from, in a form ``torch.load(weights_only=True)`` reads."""
+    np_state = np.random.get_state(legacy=False)
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                  "pos": int(np_state["state"]["pos"]), "has_gauss": int(np_state["has_gauss"]),
+                  "gauss": float(np_state["gauss"])},
+        "python": random.getstate(),
+    }  # fmt: skip
+
+
+def _set_rng_state(state: Mapping[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937", "state": {"key": n["key"].numpy().astype(np.uint32),
+                         "pos": n["pos"]}, "has_gauss": n["has_gauss"], "gauss": n["gauss"]})  # fmt: skip
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
 
 
 @torch.no_grad()

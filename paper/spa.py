@@ -2,12 +2,15 @@
 
 Two commands (spec ``specs/spa.md`` §4.1 for what a run logs, §4.3 for the table and the figure):
 
-    python paper/spa.py [--set mine] collect <sweep_dir> [--out <csv>] [--replace]     # make sweep-spa
+    python paper/spa.py [--set mine] collect <sweep_dir> [--out <csv>] [--replace] [--skip-incomplete]
     python paper/spa.py [--set mine] [--results-dir <dir>] [--figures-dir <dir>]       # make figures
 
 ``collect`` concatenates every ``spa_results.csv`` under one sweep directory (one row per density of one run) into
 ``spa_runs_<dataset>.csv``, with the sweep directory's name in a ``sweep`` column; it refuses to overwrite an existing
-file unless given ``--replace``. The second command turns each ``spa_runs_<dataset>.csv`` into Table 1
+file unless given ``--replace``. It refuses a sweep with unfinished runs (a ``spa_results.csv`` without the
+``spa_results_complete.json`` the run writes last: killed, or still running; resume it in its directory) and job
+directories without results (a run that failed before its first row); ``--skip-incomplete`` collects the finished
+runs and lists the others. The second command turns each ``spa_runs_<dataset>.csv`` into Table 1
 (``spa_table1_<dataset>.csv`` and ``.md``: criterion x learning method at 100/30/10 % density, mean ± std over
 seeds, n = number of seeds, Δacc and the ΔParams ratio against fine-pruning) and Fig. 6 (``spa_<dataset>.png``:
 accuracy vs learned parameters and vs FLOPs, one column per criterion, the published points beside ours), and always
@@ -76,6 +79,12 @@ QUANTITIES = [("acc", "acc", 1.0), ("delta_params_legacy", "delta_params_legacy_
               ("flops_exact", "flops_exact_m", 1e6)]  # fmt: skip
 
 
+#: A run's rows, and the file it writes last (modules/prune_recover.py ``complete_marker``): rows without it are a
+#: partial run
+RESULTS_FILE = "spa_results.csv"
+COMPLETE_MARKER = "spa_results_complete.json"
+
+
 class SpaInputError(ValueError):
     """A per-run or published CSV that cannot be used as it is; the message names the file and the fix."""
 
@@ -134,16 +143,18 @@ def series_labels(runs: pd.DataFrame) -> pd.Series:
 
 
 def collect(sweep_dir: Path, out: Path | None = None, results_dir: Path | None = None, replace: bool = False,
-            set_name: str = DEFAULT) -> list[Path]:  # fmt: skip
+            set_name: str = DEFAULT, skip_incomplete: bool = False) -> list[Path]:  # fmt: skip
     """Concatenate every ``spa_results.csv`` under one sweep's ``sweep_dir`` into tidy per-dataset CSVs, the
     sweep's name (its timestamped directory) in a ``sweep`` column; return their paths.
 
     Without ``out`` each dataset goes to ``results_dir/spa_runs_<dataset>.csv`` (default: the results set's folder);
     with it, everything goes there. A file that exists is overwritten only with ``replace``: one sweep per file,
-    never two mixed."""
-    files = sorted(Path(sweep_dir).rglob("spa_results.csv"))
+    never two mixed. Unfinished runs and job directories without results are an error listing them, or, with
+    ``skip_incomplete``, left out with a printed list."""
+    files = sorted(Path(sweep_dir).rglob(RESULTS_FILE))
     if not files:
-        raise FileNotFoundError(f"no spa_results.csv under {sweep_dir}: point collect at the SPA sweep's output dir")
+        raise FileNotFoundError(f"no {RESULTS_FILE} under {sweep_dir}: point collect at the SPA sweep's output dir")
+    files = _complete_runs(Path(sweep_dir), files, skip_incomplete)
     runs = pd.concat([read_runs(f).assign(_file=str(f)) for f in files], ignore_index=True)
     dupes = runs[runs.duplicated([*RUN_KEY, "step"], keep=False)]
     if len(dupes):  # the same run twice (a rerun beside the old output) would be averaged as two seeds
@@ -163,6 +174,30 @@ def collect(sweep_dir: Path, out: Path | None = None, results_dir: Path | None =
         n_runs = len(part.groupby(RUN_KEY, dropna=False))
         print(f"wrote {path} ({n_runs} runs, {len(part)} rows, from {len(files)} spa_results.csv under {sweep_dir})")
     return list(parts)
+
+
+def _complete_runs(sweep_dir: Path, files: list[Path], skip_incomplete: bool) -> list[Path]:
+    """The results files of finished runs (their completion marker beside them); the unfinished ones and the job
+    directories (Hydra's ``.hydra`` inside) without results are an error, or with ``skip_incomplete`` a note."""
+    partial = [f for f in files if not (f.parent / COMPLETE_MARKER).exists()]
+    with_results = {f.parent for f in files}
+    empty = sorted(d.parent for d in sweep_dir.rglob(".hydra") if d.parent not in with_results)
+    problems = [f"{f.parent}: unfinished run ({len(_read(f))} rows, no {COMPLETE_MARKER})" for f in partial]
+    problems += [f"{d}: job directory without {RESULTS_FILE} (the run failed before its first row: see its log)"
+                 for d in empty]  # fmt: skip
+    if problems and not skip_incomplete:
+        raise SpaInputError(
+            f"{sweep_dir} has {len(partial)} unfinished run(s) and {len(empty)} job(s) without results:\n  "
+            + "\n  ".join(problems)
+            + "\nresume a killed run by starting it again in its directory (hydra.run.dir=<dir>, same overrides), "
+            "or collect the finished runs only with --skip-incomplete"
+        )
+    if problems:
+        print("left out (--skip-incomplete):\n  " + "\n  ".join(problems))
+    complete = [f for f in files if f not in partial]
+    if not complete:
+        raise SpaInputError(f"no finished run under {sweep_dir} (every {RESULTS_FILE} lacks its {COMPLETE_MARKER})")
+    return complete
 
 
 def _check_free(paths: Sequence[Path], replace: bool) -> None:
@@ -524,10 +559,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     gather.add_argument("sweep_dir", type=Path)
     gather.add_argument("--out", type=Path, help="one CSV for everything (default: one per dataset in results-dir)")
     gather.add_argument("--replace", action="store_true", help="overwrite a spa_runs CSV that already exists")
+    gather.add_argument("--skip-incomplete", action="store_true",
+                        help="collect the finished runs; list unfinished ones and jobs without results")  # fmt: skip
     args = parser.parse_args(argv)
     try:
         if args.command == "collect":
-            collect(args.sweep_dir, args.out, args.results_dir, args.replace, args.set_name)
+            collect(args.sweep_dir, args.out, args.results_dir, args.replace, args.set_name, args.skip_incomplete)
         else:
             figures(args.results_dir, args.figures_dir, args.published, args.count, args.set_name)
     except (FileNotFoundError, ValueError) as error:  # SpaInputError, ReferenceSetError, a bad set name

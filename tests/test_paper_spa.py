@@ -56,12 +56,18 @@ def _runs() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _finished(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a run's rows and the marker its run writes last (a finished run)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(path, index=False)
+    (path.parent / spa.COMPLETE_MARKER).write_text("{}\n")
+    return path
+
+
 def _sweep(root: Path) -> Path:
-    """A fake sweep dir: one spa_results.csv per run, nested as a Hydra multirun would."""
+    """A fake sweep dir: one finished spa_results.csv per run, nested as a Hydra multirun would."""
     for i, (_, run) in enumerate(_runs().groupby(spa.RUN_KEY, dropna=False)):
-        folder = root / "sweep" / str(i // 5) / f"job{i}"
-        folder.mkdir(parents=True)
-        run.to_csv(folder / "spa_results.csv", index=False)
+        _finished(run, root / "sweep" / str(i // 5) / f"job{i}" / "spa_results.csv")
     return root / "sweep"
 
 
@@ -126,15 +132,12 @@ def test_collect_then_figures_cli(tmp_path: Path) -> None:
 
 
 def test_collect_rejects_bad_input(tmp_path: Path) -> None:
-    broken = tmp_path / "sweep" / "a" / "spa_results.csv"
-    broken.parent.mkdir(parents=True)
-    _runs().drop(columns=["flops_exact"]).to_csv(broken, index=False)
+    broken = _finished(_runs().drop(columns=["flops_exact"]), tmp_path / "sweep" / "a" / "spa_results.csv")
     with pytest.raises(ValueError, match="missing columns \\['flops_exact'\\]"):
         spa.collect(tmp_path / "sweep", results_dir=tmp_path)
     _runs().to_csv(broken, index=False)
-    copy = tmp_path / "sweep" / "b" / "spa_results.csv"  # the same runs twice would pass as extra seeds
-    copy.parent.mkdir()
-    _runs().to_csv(copy, index=False)
+    # the same runs twice would pass as extra seeds
+    _finished(_runs(), tmp_path / "sweep" / "b" / "spa_results.csv")
     with pytest.raises(ValueError, match="appears in several files"):
         spa.collect(tmp_path / "sweep", results_dir=tmp_path)
     done = _cli("collect", str(tmp_path / "nothing"))
@@ -144,8 +147,7 @@ def test_collect_rejects_bad_input(tmp_path: Path) -> None:
 def test_collect_splits_datasets_and_out(tmp_path: Path) -> None:
     runs = _runs()
     two = pd.concat([runs, runs.assign(dataset="flowers102")])
-    (tmp_path / "sweep").mkdir()
-    two.to_csv(tmp_path / "sweep" / "spa_results.csv", index=False)
+    _finished(two, tmp_path / "sweep" / "spa_results.csv")
     paths = spa.collect(tmp_path / "sweep", results_dir=tmp_path / "results")
     assert sorted(p.name for p in paths) == ["spa_runs_cifar10.csv", "spa_runs_flowers102.csv"]
     assert len(pd.read_csv(paths[1])) == len(runs)

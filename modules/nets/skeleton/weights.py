@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..weights import register_converter, unwrap_state_dict
+from ..weights import register_converter, skipping_head, unwrap_state_dict
 from .nets import CoSkeletonNet, SkeletonNet
 
 __all__ = ["checkpoint_family", "convert_continual_skeletons", "short_key"]
@@ -92,7 +92,7 @@ def _check_fits(net: nn.Module, state: Mapping[str, Tensor]) -> None:
         persons = bn.shape[0] // (conv.shape[1] * joints)
         raise ValueError(f"the checkpoint's data_bn takes {bn.shape[0]} features; build with num_persons={persons}")
     fc = state.get("fc.weight")
-    if fc is not None and fc.shape[0] != net.fc.out_features:
+    if fc is not None and fc.shape[0] != net.fc.out_features and not skipping_head():
         raise ValueError(f"the checkpoint has {fc.shape[0]} classes, the net {net.fc.out_features}; build with "
                          f"num_classes={fc.shape[0]}")  # fmt: skip
 
