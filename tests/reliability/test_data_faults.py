@@ -138,8 +138,9 @@ def test_a_batch_of_only_unreadable_samples_is_left_out(kinetics):
     assert len(list(datamodule.test_dataloader())) == 3
 
 
-def test_the_counts_reach_metrics_json_and_the_end_of_run_log(kinetics, caplog):
+def test_the_counts_reach_metrics_json_and_the_end_of_run_log(kinetics, caplog, tmp_path):
     from experiments.data_report import data_metrics, report_data
+    from experiments.runs import write_metrics
 
     _corrupt(kinetics, "test", BAD)
     (kinetics / "data" / "train" / "bowling" / "b0_000000_000010.mp4").unlink()
@@ -153,6 +154,9 @@ def test_the_counts_reach_metrics_json_and_the_end_of_run_log(kinetics, caplog):
         merged = report_data(datamodule, {"test/top1": 0.5})
     assert merged["test/top1"] == 0.5 and merged["data/test/failed"] == 3
     assert "test: 3 unreadable" in caplog.text and "train: 1 missing" in caplog.text
+    # what the entry points write: metrics.json holds the counts as numbers
+    written = json.loads(write_metrics(merged, tmp_path / "run").read_text())
+    assert written["data/test/failed"] == 3 and written["data/train/missing"] == 1
 
 
 def test_a_clean_run_reports_zero_counts_and_says_so(kinetics, caplog):
