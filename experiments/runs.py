@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +19,7 @@ from torch import Tensor
 
 __all__ = [
     "FAMILY_KEYS",
+    "claim_run_dir",
     "float_metrics",
     "instantiate_system",
     "metric_value",
@@ -62,12 +67,75 @@ def float_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 @rank_zero_only
-def write_metrics(metrics: dict[str, Any], output_dir: str | Path) -> Path:
-    """Write ``{name: float}`` to ``<output_dir>/metrics.json``."""
+def write_metrics(metrics: dict[str, Any], output_dir: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write ``{name: float}`` to ``<output_dir>/metrics.json``, then the ``extra`` entries (not metrics: e.g. which
+    checkpoint was tested) as they are."""
     path = Path(output_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(float_metrics(metrics), indent=2) + "\n")
+    path.write_text(json.dumps({**float_metrics(metrics), **(extra or {})}, indent=2) + "\n")
     return path
+
+
+#: What marks a directory as holding a run's results (``claim_run_dir``); Hydra's ``.hydra/`` and log are not.
+RESULT_FILES = ("metrics.json", "csv/metrics.csv")
+#: The file a live run holds an exclusive lock on; the OS drops the lock when the process ends, even on kill -9.
+LOCK_FILE = ".run.lock"
+
+
+@contextmanager
+def claim_run_dir(
+    output_dir: str | Path, resuming: str | Path | None = None, checkpoint_dir: str | Path | None = None
+) -> Iterator[Path]:
+    """Hold ``output_dir`` for one run: refuse it while another live run holds it, or when it holds another run's
+    results (``metrics.json``, the CSV log, checkpoints in ``checkpoint_dir``, default ``<output_dir>/checkpoints``)
+    unless the run resumes from a checkpoint inside it (``resuming``).
+
+    Two runs in one directory crashed on each other's CSV log, mixed their configs and metrics, and a reused
+    directory kept the old ``last.ckpt`` beside the new run's ``last-v1.ckpt``. Only rank 0 claims: the other DDP
+    ranks run in the same directory by design.
+    """
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if rank_zero_only.rank != 0:
+        yield out
+        return
+    checkpoints = Path(checkpoint_dir) if checkpoint_dir is not None else out / "checkpoints"
+    with open(out / LOCK_FILE, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            holder = lock.read().strip() or "unknown"
+            raise FileExistsError(
+                f"{out} is in use by another run (pid {holder}); start this run in its own directory (the default "
+                "hydra.run.dir is unique per run) or wait for that run to end"
+            ) from None
+        try:
+            _check_results(out, checkpoints, resuming)
+            lock.seek(0)
+            lock.truncate()
+            lock.write(f"{os.getpid()}\n")
+            lock.flush()
+            yield out
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _check_results(out: Path, checkpoints: Path, resuming: str | Path | None) -> None:
+    found = [name for name in RESULT_FILES if (out / name).exists()]
+    if checkpoints.is_dir():
+        found += [str(p.relative_to(out) if p.is_relative_to(out) else p) for p in sorted(checkpoints.glob("*.ckpt"))]
+    if not found:
+        return
+    if resuming is not None:
+        resumed = Path(resuming).resolve()
+        if resumed.is_relative_to(out.resolve()) or resumed.is_relative_to(checkpoints.resolve()):
+            return  # the interrupted run continues in its own directory
+    raise FileExistsError(
+        f"{out} holds another run's results ({', '.join(found)}); a run never writes into another's directory. "
+        f"Start a new run (the default hydra.run.dir is unique per run), or resume this one with "
+        f"ckpt_path={checkpoints / 'last.ckpt'}"
+    )
 
 
 @rank_zero_only

@@ -1,9 +1,10 @@
 """Train a model: ``python -m experiments.train experiment=<name> [overrides]``.
 
-Seeds, instantiates data, model, callbacks, loggers and trainer from the composed config, fits (resuming from
-``ckpt_path=`` if given), tests the best checkpoint (with ``test_checkpoint: last``, the last epoch's weights), and
-writes ``config.yaml`` (resolved) and ``metrics.json`` into the run directory. Returns ``optimized_metric`` for
-sweepers.
+Claims the run directory (never another run's: ``runs.claim_run_dir``), seeds, instantiates data, model, callbacks,
+loggers and trainer from the composed config, fits (resuming from ``ckpt_path=`` if given: exactly, with the random
+states and the best checkpoint so far, ``experiments/resume.py``), tests the best checkpoint (with
+``test_checkpoint: last``, the last epoch's weights), and writes ``config.yaml`` (resolved) and ``metrics.json``
+(with the file and score it tested) into the run directory. Returns ``optimized_metric`` for sweepers.
 """
 
 from __future__ import annotations
@@ -13,15 +14,22 @@ from typing import Any
 
 import hydra
 import pytorch_lightning as pl
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from experiments import inputs, utils
 
 log = logging.getLogger(__name__)
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
-    """Fit and test as configured; returns every logged metric (``stage/name``) as floats."""
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Fit and test as configured; returns every logged metric (``stage/name``) as floats, and with ``test`` the
+    checkpoint tested: ``tested_checkpoint`` (its path; None for the current weights) and its monitored score."""
+    checkpoints = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath", default=None)
+    with utils.claim_run_dir(cfg.paths.output_dir, resuming=cfg.get("ckpt_path"), checkpoint_dir=checkpoints):
+        return _train(cfg)
+
+
+def _train(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 
@@ -40,44 +48,50 @@ def train(cfg: DictConfig) -> dict[str, float]:
     utils.log_hyperparameters(cfg, loggers)
 
     metrics: dict[str, Any] = {}
+    tested: dict[str, Any] = {}
     try:
         if cfg.get("train"):
             trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
             metrics.update(trainer.callback_metrics)
         if cfg.get("test"):
-            which = cfg.get("test_checkpoint", "best")
-            trainer.test(model, datamodule=datamodule, ckpt_path=_test_checkpoint(trainer, which))
+            tested = _test_checkpoint(trainer, cfg.get("test_checkpoint", "best"))
+            trainer.test(model, datamodule=datamodule, ckpt_path=tested["tested_checkpoint"])
             metrics.update(trainer.callback_metrics)
             utils.write_protocol_results(getattr(model, "protocol_results", []), output_dir, loggers)
     finally:
         utils.finish_loggers(loggers)
     # rank 0 writes; every rank returns the same (synchronised) metrics
-    utils.write_metrics(metrics, output_dir)
-    return utils.float_metrics(metrics)
+    utils.write_metrics(metrics, output_dir, extra=tested)
+    return {**utils.float_metrics(metrics), **tested}
 
 
-def _test_checkpoint(trainer: pl.Trainer, which: str) -> str | None:
-    """The monitored best checkpoint, or None: the current weights (``which="last"``: the last epoch's; also when
-    none was saved, e.g. fast_dev_run)."""
+def _test_checkpoint(trainer: pl.Trainer, which: str) -> dict[str, Any]:
+    """``tested_checkpoint``: the monitored best checkpoint (after a resume, the best of the whole run), or None:
+    the current weights (``which="last"``: the last epoch's; also when none was saved, e.g. fast_dev_run); with
+    ``tested_checkpoint_score``, its monitored value."""
     if which not in ("best", "last"):
         raise ValueError(f"test_checkpoint must be 'best' or 'last', got {which!r}")
+    none = {"tested_checkpoint": None, "tested_checkpoint_score": None}
     if which == "last":
         log.info("Testing the weights of the last epoch (test_checkpoint: last)")
-        return None
+        return none
     callback = trainer.checkpoint_callback
     best = getattr(callback, "best_model_path", "") if callback is not None else ""
     if not best:
         log.warning("No best checkpoint was saved; testing the current weights")
-        return None
-    log.info(f"Testing the best checkpoint {best}")
-    return best
+        return none
+    score = getattr(callback, "best_model_score", None)
+    score = None if score is None else float(score)
+    log.info(f"Testing the best checkpoint {best} ({getattr(callback, 'monitor', None)}={score})")
+    return {"tested_checkpoint": best, "tested_checkpoint_score": score}
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train.yaml")
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     headline = utils.headline(metrics, ["test/top1", "test/mAP", "test/mcAP", "val/top1", cfg.get("optimized_metric")])
-    utils.report_run("train", cfg.paths.output_dir, utils.run_files(cfg), headline)
+    files = {**utils.run_files(cfg), "tested checkpoint": metrics.get("tested_checkpoint")}
+    utils.report_run("train", cfg.paths.output_dir, files, headline)
     return utils.metric_value(metrics, cfg.get("optimized_metric"))
 
 
