@@ -7,7 +7,8 @@ On-disk layout (``datamodules/README.md`` says how to get there)::
 
 The CSVs are SlowFast's frame lists: space-separated columns ``original_vido_id video_id frame_id path labels``,
 one row per frame, ``path`` relative to ``Charades_v1_rgb`` and ``labels`` the frame's classes like ``"59,147"``
-(``""`` for none). ``classes.txt`` has one line per class (157). The test split is the val split.
+(``""`` for none); a frame listed twice is an error. ``classes.txt`` has one line per class (157). The test
+split is the val split.
 
 Training takes a random clip and the union of the labels of the frames it spans; val/test take the centre clip
 (``start = max(L - span, 0) // 2``) and the video-level labels (all frames). The frames are used at their 24 fps
@@ -68,6 +69,13 @@ def read_frame_list(path: Path) -> FrameList:
         table = table.iloc[1:]
     if table.empty:
         raise ValueError(f"{path} has no frames; expected the columns {' '.join(COLUMNS)}")
+    repeated = table["path"][table["path"].duplicated()].unique()
+    if len(repeated):
+        # a frame listed twice would silently make its video longer (and its clips wrong)
+        raise ValueError(
+            f"{path}: {len(repeated)} frames are listed more than once ({', '.join(repeated[:3])}); keep one row "
+            "per frame (was the file concatenated with another?)"
+        )
     # a stable sort by video groups each video's rows while keeping their order
     codes, video_ids = pd.factorize(table["original_vido_id"])
     order = np.argsort(codes, kind="stable")

@@ -11,8 +11,10 @@ Each split JSON maps a YouTube id to ``{"subset": ..., "annotations": {"label": 
 folders may be spelt with spaces or underscores, or be absent. Without a JSON the split is read from the
 folders alone (label = folder name). The class list is the sorted set of training labels.
 
-Videos that the JSON lists but the disk lacks are dropped when the dataset is built (``missing``, one warning);
-videos that exist but cannot be decoded are skipped and counted while loading (``SkippingDataset``).
+Videos that the JSON lists but the disk lacks are dropped when the dataset is built (``missing``, one warning),
+so are videos whose label is not a training class (``unknown_label``) and file names found in two label folders
+(``duplicate``: which label?); an id listed twice in a split JSON is an error. Videos that exist but cannot be
+decoded are skipped and counted while loading (``SkippingDataset``: left out of evaluation).
 """
 
 from __future__ import annotations

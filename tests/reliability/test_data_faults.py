@@ -251,3 +251,15 @@ def test_check_refuses_an_unknown_dataset_name(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--data", "imagenet21k", "--root", str(tmp_path)])
     assert "invalid choice: 'imagenet21k'" in capsys.readouterr().err
+
+
+def test_a_charades_frame_listed_twice_is_an_error(tmp_path):
+    labels = [[1]] * 4
+    dataset_dir = write_charades(tmp_path, {"train": {"A": labels}, "val": {"B": labels}})
+    csv_path = dataset_dir / "splits" / "val.csv"
+    rows = csv_path.read_text().splitlines()
+    # the same frame again (a concatenated frame list): read as a 5-frame video without a word before
+    csv_path.write_text("\n".join([*rows, rows[2]]) + "\n")
+    datamodule = CharadesDataModule(root=tmp_path, crop_size=8, num_workers=0, pin_memory=False)
+    with pytest.raises(ValueError, match=r"val\.csv: 1 frames are listed more than once \(B/B-000002\.jpg"):
+        datamodule.setup("test")
