@@ -199,6 +199,7 @@ def test_train_and_eval_runs_end_with_where_they_wrote(compose_cfg, tmp_path, ca
         "best checkpoint": "run/checkpoints/epoch_000.ckpt",
         "last checkpoint": "run/checkpoints/last.ckpt",
         "CSV log": "run/csv/metrics.csv",
+        "tested checkpoint": "run/checkpoints/epoch_000.ckpt",  # after a resume, maybe the interrupted run's
         "test/top1": f"{_metrics(tmp_path / 'run')['test/top1']:.4g}",
         "val/top1": f"{_metrics(tmp_path / 'run')['val/top1']:.4g}",
     }
