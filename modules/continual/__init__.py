@@ -4,7 +4,7 @@ See ``base.py`` for the step protocol. Imports torch only.
 """
 
 from .attention import RetroactiveMultiheadAttention, SingleOutputMultiheadAttention
-from .base import CoModule, StatefulModule, call_mode, set_temporal_fill, set_temporal_window
+from .base import CoModule, StatefulModule, call_mode, ordinary_tensors, set_temporal_fill, set_temporal_window
 from .container import (
     Broadcast,
     BroadcastReduce,
@@ -80,6 +80,7 @@ __all__ = [
     "continual",
     "fold_batchnorm",
     "local",
+    "ordinary_tensors",
     "register",
     "set_temporal_fill",
     "set_temporal_window",

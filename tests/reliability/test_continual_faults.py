@@ -61,12 +61,13 @@ STREAMS: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
 
 
 def _started(name: str, batch: int = 1) -> tuple[nn.Module, tuple[int, ...]]:
-    """The module ``name`` in eval mode after ``receptive_field`` steps of a ``batch``-stream."""
+    """The module ``name`` in eval mode after ``receptive_field`` (at most 12: the skeleton net's is ~80) steps of
+    a ``batch``-stream."""
     build, shape = STREAMS[name]
     module = build().eval()
     step = torch.randn(batch, *shape[1:])
     with torch.no_grad():
-        for _ in range(module.receptive_field):
+        for _ in range(min(module.receptive_field, 12)):
             module.forward_step(step)
     return module, (batch, *shape[1:])
 
@@ -307,3 +308,20 @@ def test_reduce_forward_without_a_time_dim_is_refused() -> None:
     with pytest.raises(ValueError, match=r"Reduce\.forward takes a list of clips"):
         reduce(torch.randn(2, 3, 4))
     torch.testing.assert_close(reduce.forward_step([torch.ones(2, 3), torch.ones(2, 3)]), 2 * torch.ones(2, 3))
+
+
+def test_ordinary_tensors_makes_any_net_built_under_inference_mode_steppable_with_autograd() -> None:
+    """Continual layers convert their own tensors; a net's other modules (CoX3D's squeeze-excitation convs) need
+    ``co.ordinary_tensors(net)``: before it, a grad-mode step raises 'Inference tensors cannot be saved'."""
+    with torch.inference_mode():
+        torch.manual_seed(0)
+        net = nets.build("cox3d_tiny", num_classes=5).eval()
+    step = torch.randn(1, 3, 32, 32)
+    with pytest.raises(RuntimeError, match="Inference tensors cannot be saved for backward"):
+        for _ in range(net.delay + 1):
+            net.forward_step(step)
+    co.ordinary_tensors(net)
+    assert not any(t.is_inference() for t in [*net.parameters(), *net.buffers()])
+    net.clean_state()
+    outputs = [net.forward_step(step) for _ in range(net.delay + 1)]
+    assert outputs[-1] is not None and outputs[-1].requires_grad
