@@ -83,9 +83,8 @@ class RNGState(Callback):
 
 def _generators(datamodule: Any) -> dict[str, torch.Generator]:
     """The datamodule's own ``torch.Generator`` attributes, by name."""
-    if datamodule is None:
-        return {}
-    return {name: value for name, value in sorted(vars(datamodule).items()) if isinstance(value, torch.Generator)}
+    attributes = getattr(datamodule, "__dict__", {})
+    return {name: value for name, value in sorted(attributes.items()) if isinstance(value, torch.Generator)}
 
 
 def _numpy_state() -> dict[str, Any]:

@@ -6,18 +6,24 @@ from __future__ import annotations
 import csv
 import json
 import os
+import pickle
+import random
 import re
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
+from pytorch_lightning.trainer.states import TrainerFn
 
 from experiments import runs
+from experiments.resume import RNGState
 from experiments.train import train
 from tests.conftest import CONFIGS, REPO, TINY, run_module
 
@@ -72,7 +78,9 @@ def test_a_run_refuses_a_directory_holding_another_runs_results(compose_cfg, tmp
     overrides = ["experiment=conv_stack_synthetic", "logger=csv", *TINY]
     train(compose_cfg("train.yaml", overrides))
     first = _metrics(tmp_path / "run")
-    with pytest.raises(FileExistsError, match=r"holds another run's results \(metrics.json, csv/metrics.csv, checkpoints/epoch_000"):
+    with pytest.raises(
+        FileExistsError, match=r"holds another run's results \(metrics.json, csv/metrics.csv, checkpoints/epoch_000"
+    ):
         train(compose_cfg("train.yaml", overrides))
     assert _metrics(tmp_path / "run") == first
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
@@ -123,9 +131,12 @@ def test_kill_9_then_resume_from_last_ckpt_repeats_the_uninterrupted_run_bit_for
         run_module("experiments.train", *common, *kill, f"hydra.run.dir={tmp_path / 'killed'}", cwd=tmp_path)
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=False)["epoch"] == 1  # epochs 0 and 1 finished
+    full = _epoch_rows(tmp_path / "full")
+    # the CSV log keeps every checkpointed epoch (it is flushed with each checkpoint, not only every 100 steps)
+    assert _epoch_rows(tmp_path / "killed") == {epoch: full[epoch] for epoch in (0, 1)}
 
     run_module("experiments.train", *common, f"ckpt_path={last}", f"hydra.run.dir={tmp_path / 'resumed'}", cwd=tmp_path)
-    full, resumed = _epoch_rows(tmp_path / "full"), _epoch_rows(tmp_path / "resumed")
+    resumed = _epoch_rows(tmp_path / "resumed")
     assert sorted(resumed) == [2, 3]
     assert {epoch: full[epoch] for epoch in resumed} == resumed
     full_metrics, resumed_metrics = _metrics(tmp_path / "full"), _metrics(tmp_path / "resumed")
@@ -150,3 +161,26 @@ def test_a_run_resumed_into_a_new_directory_tests_the_overall_best(compose_cfg, 
     assert metrics["test/loss"] == _metrics(tmp_path / "first")["test/loss"]
     assert (metrics["tested_checkpoint"], metrics["tested_checkpoint_score"]) == (str(best), 0.0)
     assert metrics == pytest.approx(returned) and {"test/top1", "val/top1"} <= set(metrics)
+
+
+def test_rng_state_restores_every_generator_and_names_a_missing_one():
+    class Data:
+        def __init__(self) -> None:
+            self._generator = torch.Generator().manual_seed(3)  # a DataLoader's own (datamodules.images)
+
+    def draws(data: Data) -> list:
+        own = torch.rand(2, generator=data._generator).tolist()
+        return [torch.rand(2).tolist(), np.random.rand(2).tolist(), random.random(), own]
+
+    data = Data()
+    trainer = SimpleNamespace(datamodule=data, state=SimpleNamespace(fn=TrainerFn.FITTING))
+    checkpoint: dict = {}
+    RNGState().on_save_checkpoint(trainer, None, checkpoint)
+    checkpoint = pickle.loads(pickle.dumps(checkpoint))  # as written to and read from disk
+    expected = draws(data)
+    RNGState().on_load_checkpoint(trainer, None, checkpoint)
+    assert draws(data) == expected
+
+    trainer.datamodule = SimpleNamespace()  # another data config: no generator of its own
+    with pytest.raises(KeyError, match=r"random state of datamodule._generator, which SimpleNamespace does not"):
+        RNGState().on_load_checkpoint(trainer, None, checkpoint)
