@@ -19,6 +19,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+from ..continual.base import ordinary_tensors
+
 __all__ = ["InputSpec", "build", "builder_defaults", "get_builder", "input_spec", "list_models", "register_model"]
 
 
@@ -160,7 +162,8 @@ def build(name: str, *, weights: str | None = None, **overrides: Any) -> nn.Modu
         unknown = sorted(set(overrides) - set(params))
         if unknown:
             raise TypeError(f"model {name!r} has no argument(s) {unknown}; it accepts {sorted(params)}")
-    net = fn(**overrides)
+    # a net built under torch.inference_mode holds inference tensors, which grad-mode steps and later loads refuse
+    net = ordinary_tensors(fn(**overrides))
     if weights:
         from .weights import load_pretrained  # the registry stays importable without the converters
 

@@ -312,16 +312,20 @@ def test_reduce_forward_without_a_time_dim_is_refused() -> None:
 
 def test_ordinary_tensors_makes_any_net_built_under_inference_mode_steppable_with_autograd() -> None:
     """Continual layers convert their own tensors; a net's other modules (CoX3D's squeeze-excitation convs) need
-    ``co.ordinary_tensors(net)``: before it, a grad-mode step raises 'Inference tensors cannot be saved'."""
+    ``co.ordinary_tensors(net)``, which ``nets.build`` applies: without it a grad-mode step raises 'Inference
+    tensors cannot be saved'."""
+    builder = nets.get_builder("cox3d_tiny")
+    step = torch.randn(1, 3, 32, 32)
     with torch.inference_mode():
         torch.manual_seed(0)
-        net = nets.build("cox3d_tiny", num_classes=5).eval()
-    step = torch.randn(1, 3, 32, 32)
+        raw = builder(num_classes=5).eval()  # the builder alone, as before build() converted
+        built = nets.build("cox3d_tiny", num_classes=5).eval()
     with pytest.raises(RuntimeError, match="Inference tensors cannot be saved for backward"):
-        for _ in range(net.delay + 1):
-            net.forward_step(step)
-    co.ordinary_tensors(net)
-    assert not any(t.is_inference() for t in [*net.parameters(), *net.buffers()])
-    net.clean_state()
-    outputs = [net.forward_step(step) for _ in range(net.delay + 1)]
-    assert outputs[-1] is not None and outputs[-1].requires_grad
+        for _ in range(raw.delay + 1):
+            raw.forward_step(step)
+    co.ordinary_tensors(raw)
+    for net in (raw, built):
+        assert not any(t.is_inference() for t in [*net.parameters(), *net.buffers()])
+        net.clean_state()
+        outputs = [net.forward_step(step) for _ in range(net.delay + 1)]
+        assert outputs[-1] is not None and outputs[-1].requires_grad
