@@ -113,7 +113,7 @@ profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinet
 bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~3 min CPU, ~5 the first time) -> outputs/bench/.../bench.json
 	$(PY) -m experiments.bench $(ARGS)
 
-.PHONY: profile-skeletons bench-skeletons train-cooadtr eval-cooadtr sweep-cooadtr profile-transformers bench-transformers demo-transformers
+.PHONY: check-data profile-skeletons bench-skeletons train-cooadtr eval-cooadtr sweep-cooadtr profile-transformers bench-transformers demo-transformers
 profile-skeletons: install ## params, GFLOPs (MACs + ptflops), peak memory, throughput of the 12 Table II nets of Continual ST-GCNs on CPU, batch 1 (~12 min on 2 cores) -> outputs/results/<RESULTS, default mine>/ntu60_profile.csv, never over an earlier one (RESULTS=reference: paper/results/)
 	$(PY) -m experiments.profile_table --table ntu60 --output $(RESULTS_DIR)/ntu60_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
 
@@ -171,6 +171,9 @@ bench-transformers: install ## OadTR-b1/b2 windows/s vs CoOadTR-b1/b2 steps/s at
 
 demo-transformers: install ## generated THUMOS-layout features end to end on CPU: OadTR-b2, CoOadTR-b1/b2 and a 1-step CoOadTR-b1 trained (demo scale), tested on windows and whole streams, profiled (~3 min on 2 cores) -> outputs/demo_transformers/<date>/<time>/{results.csv,map_vs_flops.png}
 	$(PY) -m experiments.demo_transformers $(ARGS)
+
+check-data: install ## decode every sample of DATA (default kinetics400; charades, moving_digits, flowers102, ...) under DATA_DIR (default ./data) once, in parallel (WORKERS, default 8): <DATA_DIR>/<DATA>_check.csv of unreadable, short, missing, mislabelled and duplicate files, a summary per split; exit 1 if any but short (minutes per 10k videos)
+	$(PY) -m datamodules.check --data $(DATA) --root $${DATA_DIR:-data} --workers $${WORKERS:-8}
 
 clean: ## remove run outputs and caches (keeps .venv and the results sets in outputs/results)
 	@if [ -d outputs ]; then find outputs -mindepth 1 -maxdepth 1 ! -name results -exec rm -rf {} +; fi
