@@ -21,6 +21,7 @@ import contextvars
 import logging
 import pickle
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,8 +91,14 @@ class CheckpointError(ValueError):
 
 
 #: The classes beyond tensors and containers that the official formats pickle: the original OadTR / CoOadTR
-#: checkpoints keep their command line as an ``argparse.Namespace`` (``args``)
-SAFE_GLOBALS: list[Any] = [argparse.Namespace]
+#: checkpoints keep their command line as an ``argparse.Namespace`` (``args``); the continual-skeletons ``.ckpt``
+#: files are Lightning checkpoints, whose ``hyper_parameters`` Lightning may keep in an ``AttributeDict``, read as an
+#: ``OrderedDict`` (this module does not import Lightning; the weights never depend on the hyper-parameters)
+SAFE_GLOBALS: list[Any] = [
+    argparse.Namespace,
+    *((OrderedDict, f"{module}.AttributeDict") for module in
+      ("pytorch_lightning.utilities.parsing", "lightning_fabric.utilities.data", "lightning.fabric.utilities.data")),
+]  # fmt: skip
 
 #: The key every Lightning checkpoint has (``pytorch_lightning``; ``lightning`` writes ``lightning_version`` too)
 LIGHTNING_VERSION_KEY = "pytorch-lightning_version"
@@ -121,14 +128,21 @@ def load_torch_file(path: str | Path, *, weights_only: bool = True, mmap: bool =
             raise CheckpointError(f"checkpoint {path} ({size} bytes) is corrupt: {e}") from e
         raise CheckpointError(
             f"checkpoint {path} pickles classes beyond tensors and containers, which are not loaded (they could run "
-            f"code): {_first_line(e)}. If the file is trusted and the class is needed by an official format, add it "
-            "to modules.nets.weights.SAFE_GLOBALS"
+            f"code): {_unpickler_reason(e)}. If the file is trusted and an official format needs the class, add it to "
+            "modules.nets.weights.SAFE_GLOBALS"
         ) from e
     except (RuntimeError, EOFError, OSError) as e:
         raise CheckpointError(
             f"checkpoint {path} ({size} bytes) is truncated or corrupt ({type(e).__name__}: {_first_line(e)}); "
             "an interrupted download or save: fetch or write it again"
         ) from e
+
+
+def _unpickler_reason(error: BaseException) -> str:
+    """The line of torch's weights-only error that names the refused class (its first lines are generic)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    named = [line for line in lines if "Unsupported global" in line or "GLOBAL" in line or "but got" in line]
+    return named[0] if named else _first_line(error)
 
 
 def _first_line(error: BaseException) -> str:
@@ -223,18 +237,21 @@ def load_pretrained(net: nn.Module, path: str | Path, *, skip_head: bool = False
     count (fine-tuning on a new task). ``strict=True`` makes keys missing from the checkpoint (other than a skipped
     head) an error instead of a warning.
 
-    Raises ``CheckpointError`` (a ``ValueError``) for an unreadable file or a Lightning training checkpoint (to be
-    resumed with ``ckpt_path=``), and ``ValueError`` when no converter recognises the file, when a tensor's shape
-    differs from the net's, or (strict) when keys are missing; warns about missing and unexpected keys.
+    Raises ``CheckpointError`` (a ``ValueError``) for an unreadable file or a Lightning training checkpoint that no
+    format recognises (a run, to be resumed or tested with ``ckpt_path=``), and ``ValueError`` when no converter
+    recognises the file, when a tensor's shape differs from the net's, or (strict) when keys are missing; warns
+    about missing and unexpected keys.
     """
     raw = read_checkpoint(path)
-    if is_lightning_checkpoint(raw):
-        raise CheckpointError(
-            f"{path} is a Lightning training checkpoint (it has {LIGHTNING_VERSION_KEY!r}), not a net's weights: "
-            f"resume or test it with ckpt_path={path} instead of model.net.weights="
-        )
     with _skip_head(skip_head):
         converter = next((c for c in _CONVERTERS if c.accepts(net, raw)), None)
+        if converter is None and is_lightning_checkpoint(raw):
+            # official Lightning checkpoints (continual-skeletons) have a converter; this one is a training run's
+            raise CheckpointError(
+                f"{path} is a Lightning training checkpoint (it has {LIGHTNING_VERSION_KEY!r}), not weights of a "
+                f"format {type(net).__name__} knows: resume or test a run with ckpt_path={path} instead of "
+                "model.net.weights="
+            )
         if converter is None:
             known = ", ".join(c.name for c in _CONVERTERS) or "none registered"
             raise ValueError(

@@ -82,6 +82,22 @@ def test_a_lightning_checkpoint_as_weights_says_ckpt_path(tmp_path: Path) -> Non
     config_checks.check_ckpt_path(ckpt)  # and it is what ckpt_path= takes
 
 
+def test_an_official_lightning_checkpoint_still_loads_as_weights(tmp_path: Path) -> None:
+    """continual-skeletons publishes Lightning .ckpt files (keys without prefix): a format, not a run to resume;
+    Lightning keeps their hyper-parameters in an AttributeDict, which the weights-only reader allows as a dict."""
+    from pytorch_lightning.utilities.parsing import AttributeDict
+
+    torch.manual_seed(0)
+    state = build("st_gcn", num_classes=60).state_dict()
+    path = tmp_path / "stgcn_ntu60_xsub_joint.ckpt"
+    torch.save({"pytorch-lightning_version": "1.4.0", "state_dict": state,
+                "hyper_parameters": AttributeDict(lr=0.1, graph="ntu")}, path)  # fmt: skip
+    net = build("st_gcn", num_classes=60)
+    report = load_pretrained(net, path, strict=True)
+    assert report.converter == "continual-skeletons" and report.missing == []
+    torch.testing.assert_close(net.fc.weight, state["fc.weight"])
+
+
 def test_ckpt_path_is_checked_before_lightning_reads_it(tiny_weights: Path, tmp_path: Path) -> None:
     # a plain state dict: Lightning itself fails with KeyError: 'pytorch-lightning_version'
     with pytest.raises(CheckpointError, match=f"ckpt_path={tiny_weights} is not a Lightning checkpoint.*"
@@ -141,7 +157,8 @@ def test_weights_are_unpickled_without_arbitrary_classes(tiny_weights: Path) -> 
     # before: weights_only=False ran any pickled class; a date stands in for one
     state = torch.load(tiny_weights, weights_only=True)
     torch.save({"state_dict": state, "saved": datetime.date(2024, 1, 1)}, tiny_weights)
-    with pytest.raises(CheckpointError, match=f"{tiny_weights} pickles classes beyond tensors.*SAFE_GLOBALS"):
+    refused = f"{tiny_weights} pickles classes beyond tensors.*GLOBAL datetime.date.*SAFE_GLOBALS"
+    with pytest.raises(CheckpointError, match=refused):
         load_pretrained(build("resnet_tiny", num_classes=5), tiny_weights)
 
 
