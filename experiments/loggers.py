@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import logging
 import netrc
 import os
@@ -10,15 +11,19 @@ from typing import Any
 from urllib.parse import urlparse
 
 import hydra
+from lightning_fabric.loggers.logger import rank_zero_experiment
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning import Callback
+from pytorch_lightning import loggers as pl_loggers
 from pytorch_lightning.callbacks import ModelSummary
 from pytorch_lightning.loggers import Logger, WandbLogger
+from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 from pytorch_lightning.utilities.model_summary.model_summary import _format_summary_table
 
 from experiments.runs import resolved
 
 __all__ = [
+    "CSVLogger",
     "ParamsSummary",
     "finish_loggers",
     "has_wandb_credentials",
@@ -72,6 +77,31 @@ def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
             del logger._wandb_init["anonymous"]
         loggers.append(logger)
     return loggers
+
+
+class CSVLogger(pl_loggers.CSVLogger):
+    """Lightning's CSVLogger, continuing the run directory's ``metrics.csv`` when a run resumes there.
+
+    Lightning deletes an existing ``metrics.csv`` when its logger starts, so a run resumed in its own directory lost
+    the rows of every epoch before the interruption. A fresh run never finds one: ``runs.claim_run_dir`` refuses a
+    directory holding another run's results.
+    """
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _ContinuingWriter(log_dir=self.log_dir)
+        return self._experiment
+
+
+class _ContinuingWriter(ExperimentWriter):
+    def _check_log_dir_exists(self) -> None:
+        # keep the file and its columns: Lightning's save() appends, rewriting the header when columns are added
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as file:
+                self.metrics_keys = sorted(csv.DictReader(file).fieldnames or [])
 
 
 def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:

@@ -96,10 +96,17 @@ def test_a_directory_in_use_by_a_live_run_is_refused(tmp_path):
 
 
 def test_resuming_may_continue_in_the_interrupted_runs_directory(compose_cfg, tmp_path):
-    overrides = ["experiment=conv_stack_synthetic", "logger=csv", *TINY]
+    # Lightning's CSVLogger deletes an existing metrics.csv; experiments.loggers.CSVLogger continues it
+    overrides = [
+        "experiment=conv_stack_synthetic",
+        "logger=csv",
+        "logger.csv._target_=experiments.loggers.CSVLogger",
+        *TINY,
+    ]
     train(compose_cfg("train.yaml", overrides))
     last = tmp_path / "run" / "checkpoints" / "last.ckpt"
     metrics = train(compose_cfg("train.yaml", [*overrides, "trainer.max_epochs=2", f"ckpt_path={last}"]))
+    assert sorted(_epoch_rows(tmp_path / "run")) == [0, 1]  # the CSV log goes on
     assert (
         torch.load(last, weights_only=False)["epoch"] == 1
         and _metrics(tmp_path / "run")["test/top1"] == (metrics["test/top1"])
