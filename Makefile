@@ -22,7 +22,7 @@ SPA_SEEDS ?= 1,2
 SPA_PARALLEL ?= $(if $(filter digits,$(SPA_DATA)),1,0)
 comma := ,
 SPA_SEED_GROUPS = $(if $(filter 1,$(SPA_PARALLEL)),$(subst $(comma), ,$(SPA_SEEDS)),$(SPA_SEEDS))
-SPA_SWEEP := $(or $(LOG_DIR),.)/multirun/spa/$(SPA_DATA)/$(shell date +%Y-%m-%d_%H-%M-%S)
+SPA_SWEEP := $(or $(LOG_DIR),.)/multirun/spa/$(SPA_DATA)/$(shell date +%Y-%m-%d_%H-%M-%S_%N)
 # skeleton targets (train-cost-gcn, eval-cost-gcn): MODEL any of the 12 skeleton nets (configs/model/skeleton.yaml),
 # DATA ntu60_xsub (their default) | ntu60_xview | ntu120_xsub | ntu120_xset | kinetics (datamodules/README.md) |
 # synthetic (generated, 1/16 width), STREAM joint | bone | joint_bone | motion | bone_motion
@@ -46,7 +46,7 @@ OAD_RUN = $(if $(filter synthetic,$(OAD_DATA)),experiment=transformers/$(if $(fi
 SWEEP_MODELS ?= cooadtr_b1 cooadtr_b2
 SWEEP_FEATURES ?= anet kin
 SWEEP_SEEDS ?= 1,2,3,4,5
-OAD_SWEEP := $(or $(LOG_DIR),.)/multirun/cooadtr/$(OAD_DATA)/$(shell date +%Y-%m-%d_%H-%M-%S)
+OAD_SWEEP := $(or $(LOG_DIR),.)/multirun/cooadtr/$(OAD_DATA)/$(shell date +%Y-%m-%d_%H-%M-%S_%N)
 OAD_SWEEP_EXPERIMENTS = $(subst $(space),$(comma),$(foreach m,$(SWEEP_MODELS),$(foreach f,$(SWEEP_FEATURES),transformers/$(m)_$(OAD_DATA)_$(f))))
 space := $(subst ,, )
 # results set of sweep-spa, figures and profile-cox3d: any name is a git-ignored folder outputs/results/<name>/;

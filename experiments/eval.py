@@ -13,13 +13,18 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from experiments import inputs, streams, utils
+from experiments import data_report, inputs, streams, utils
 
 log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
-    """Test ``cfg.ckpt_path``; returns the test metrics as floats."""
+    """Test ``cfg.ckpt_path``; returns the test metrics as floats. The run directory is this run's alone."""
+    with utils.claim_run_dir(cfg.paths.output_dir):
+        return _evaluate(cfg)
+
+
+def _evaluate(cfg: DictConfig) -> dict[str, float]:
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     model: pl.LightningModule = utils.instantiate_system(cfg.model)
@@ -41,7 +46,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         streams.write_test_predictions(model, datamodule, cfg.paths.output_dir)  # for stream fusion
     finally:
         utils.finish_loggers(loggers)
-    metrics = dict(trainer.callback_metrics)
+    metrics = data_report.report_data(datamodule, dict(trainer.callback_metrics))
     utils.write_metrics(metrics, cfg.paths.output_dir)
     return utils.float_metrics(metrics)
 

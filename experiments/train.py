@@ -16,7 +16,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import inputs, utils
+from experiments import data_report, inputs, utils
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,7 @@ def _train(cfg: DictConfig) -> dict[str, Any]:
             utils.write_protocol_results(getattr(model, "protocol_results", []), output_dir, loggers)
     finally:
         utils.finish_loggers(loggers)
+    metrics = data_report.report_data(datamodule, metrics)  # skipped / missing / unknown-label counts per split
     # rank 0 writes; every rank returns the same (synchronised) metrics
     utils.write_metrics(metrics, output_dir, extra=tested)
     return {**utils.float_metrics(metrics), **tested}
