@@ -62,6 +62,22 @@ class FrameList:
         return np.unique(self.label_values[self.label_offsets[first_frame] : self.label_offsets[end_frame]])
 
 
+def _check_rows(path: Path, table: pd.DataFrame) -> None:
+    """Every row has the five space-separated columns: an integer frame id, a path and comma-separated integer labels
+    (possibly none). Another header or separator would otherwise parse into empty paths and no labels, silently."""
+    labels_ok = table["labels"].str.fullmatch(r"(\d+(,\d+)*)?")
+    bad = ~table["frame_id"].str.fullmatch(r"\d+") | (table["path"] == "") | ~labels_ok
+    if bad.any():
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        line = int(table.index[first]) + 1
+        row = " ".join(v for v in table.iloc[first] if v)
+        raise ValueError(
+            f"{path}, line {line}: {row!r} is not a frame row; a SlowFast Charades frame list has the space-separated "
+            f"columns {' '.join(COLUMNS)} (an optional header line of those names), an integer frame_id and "
+            "comma-separated integer labels"
+        )
+
+
 def read_frame_list(path: Path) -> FrameList:
     """Parse a SlowFast Charades frame list (header optional); a video's frames stay in file order."""
     table = pd.read_csv(path, sep=" ", header=None, names=COLUMNS, dtype=str, keep_default_na=False)
@@ -69,6 +85,7 @@ def read_frame_list(path: Path) -> FrameList:
         table = table.iloc[1:]
     if table.empty:
         raise ValueError(f"{path} has no frames; expected the columns {' '.join(COLUMNS)}")
+    _check_rows(path, table)
     repeated = table["path"][table["path"].duplicated()].unique()
     if len(repeated):
         # a frame listed twice would silently make its video longer (and its clips wrong)

@@ -78,7 +78,13 @@ def read_annotations(dataset_dir: Path, split: str) -> list[KineticsAnnotation]:
     path = dataset_dir / "splits" / f"{split_dir(split)}.json"
     if path.is_file():
         with open(path) as f:
-            entries = json.load(f, object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
+            try:
+                entries = json.load(f, object_pairs_hook=lambda pairs: _unique_keys(pairs, path))
+            except json.JSONDecodeError as error:
+                raise ValueError(
+                    f"{path} is not valid JSON ({error}); regenerate it with write_split_json from the official CSV "
+                    "(datamodules/README.md, Kinetics)"
+                ) from None
         return [_annotation(youtube_id, entry, path) for youtube_id, entry in entries.items()]
     return [_parse_filename(p.name, p.parent.name) for p in _list_videos(dataset_dir / "data" / split_dir(split))]
 

@@ -208,6 +208,12 @@ def ensure_moving_digits(
     not made here and is never deleted.
     """
     dataset_dir = Path(dataset_dir)
+    not_folders = [p for p in (dataset_dir.parent, *dataset_dir.parent.parents) if p.exists() and not p.is_dir()]
+    if not_folders:  # DATA_DIR / data.root naming a file: mkdir would fail deep inside the writer
+        raise NotADirectoryError(
+            f"Moving Digits would be generated in {dataset_dir}, but {not_folders[0]} is a file, not a folder; "
+            "point DATA_DIR (data.root) to a folder"
+        )
     if is_generated(dataset_dir, params):
         return False
     if dataset_dir.exists() and read_marker(dataset_dir) is None:
