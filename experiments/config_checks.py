@@ -121,7 +121,7 @@ RULES: dict[str, Callable[[Any], str | None]] = {
     "trainer.accumulate_grad_batches": _int_at_least(1),
     "data.batch_size": _int_at_least(1),
     "data.num_workers": _int_at_least(0),
-    "model.optimizer.lr": _positive_number,
+    "model.optimizer.lr": _non_negative_number,  # 0: weights frozen (torch accepts it)
     "model.optimizer.weight_decay": _non_negative_number,
     "model.optimizer.momentum": _non_negative_number,
     "num_threads": _optional(_int_at_least(1)),

@@ -13,7 +13,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig
 
-from experiments import data_report, inputs, streams, utils
+from experiments import config_checks, data_report, inputs, streams, utils
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +25,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
 
 def _evaluate(cfg: DictConfig) -> dict[str, float]:
+    config_checks.check(cfg)  # wrong types and impossible values name their key before anything is built
+    config_checks.check_ckpt_path(cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
     model: pl.LightningModule = utils.instantiate_system(cfg.model)

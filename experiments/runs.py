@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import json
 import logging
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 from torch import Tensor
+
+from experiments.report import json_metrics
 
 __all__ = [
     "FAMILY_KEYS",
@@ -72,7 +75,9 @@ def write_metrics(metrics: dict[str, Any], output_dir: str | Path, extra: dict[s
     checkpoint was tested) as they are."""
     path = Path(output_dir) / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**float_metrics(metrics), **(extra or {})}, indent=2) + "\n")
+    # strict JSON: a non-finite metric is written as null (with a warning), never as a bare NaN
+    entries = {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in (extra or {}).items()}
+    path.write_text(json.dumps({**json_metrics(float_metrics(metrics)), **entries}, indent=2, allow_nan=False) + "\n")
     return path
 
 

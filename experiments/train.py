@@ -16,7 +16,7 @@ import hydra
 import pytorch_lightning as pl
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import data_report, inputs, utils
+from experiments import config_checks, data_report, inputs, utils
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig) -> dict[str, Any]:
+    config_checks.check(cfg)  # wrong types and impossible values name their key before anything is built
+    config_checks.check_ckpt_path(cfg.get("ckpt_path"))
     if cfg.get("seed") is not None:
         pl.seed_everything(cfg.seed, workers=True)
 

@@ -153,9 +153,17 @@ def builder_defaults(name: str) -> dict[str, Any]:
     return {p.name: p.default for p in parameters if p.default is not p.empty}
 
 
-def build(name: str, *, weights: str | None = None, **overrides: Any) -> nn.Module:
+def build(
+    name: str,
+    *,
+    weights: str | None = None,
+    weights_skip_head: bool = False,
+    weights_strict: bool = False,
+    **overrides: Any,
+) -> nn.Module:
     """Build the registered model ``name`` with its defaults replaced by ``overrides``; ``weights`` is an official
-    checkpoint (``.pyth``/``.pth``/``.pkl``) loaded with ``modules.nets.load_pretrained``."""
+    checkpoint (``.pyth``/``.pth``/``.pkl``) loaded with ``modules.nets.load_pretrained``: ``weights_skip_head``
+    leaves the classifier out (fine-tuning on another class count), ``weights_strict`` fails on missing keys."""
     fn = get_builder(name)
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -167,5 +175,5 @@ def build(name: str, *, weights: str | None = None, **overrides: Any) -> nn.Modu
     if weights:
         from .weights import load_pretrained  # the registry stays importable without the converters
 
-        load_pretrained(net, weights)
+        load_pretrained(net, weights, skip_head=weights_skip_head, strict=weights_strict)
     return net

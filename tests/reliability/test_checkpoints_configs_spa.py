@@ -167,7 +167,7 @@ def test_weights_are_unpickled_without_arbitrary_classes(tiny_weights: Path) -> 
     ("overrides", "message"),
     [
         (["trainer.max_epochs=abc"], "trainer.max_epochs='abc' \\(str\\): expected null or an integer >= 0"),
-        (["model.optimizer.lr=fast"], "model.optimizer.lr='fast' \\(str\\): expected a finite number > 0"),
+        (["model.optimizer.lr=fast"], "model.optimizer.lr='fast' \\(str\\): expected a finite number >= 0"),
         (
             ["model.optimizer.weight_decay=-1"],
             "model.optimizer.weight_decay=-1 \\(int\\): expected a finite number >= 0",
