@@ -39,3 +39,16 @@ def test_metrics_json_writes_null_for_a_non_finite_metric(tmp_path: Path) -> Non
             {"test/loss": float("nan"), "test/top1": 0.5}, tmp_path, extra={"score": float("inf")}
         )
     assert json.loads(path.read_text()) == {"test/loss": None, "test/top1": 0.5, "score": None}
+
+
+def test_eval_writes_the_data_counts_of_its_splits_into_metrics_json(compose_cfg) -> None:
+    """The entry point's metrics.json carries ``data/<split>/<kind>`` (here the generated detection features,
+    nothing skipped: zeros, not absent keys)."""
+    tiny = ["data.num_train=2", "data.num_test=1", "data.min_steps=100", "data.max_steps=110",
+            "model.net.embed_dim=16", "model.net.ff_dim=16", "model.net.num_heads=2", "logger=csv"]  # fmt: skip
+    cfg = compose_cfg("eval.yaml", ["experiment=transformers/cooadtr_b1_synthetic_thumos", *tiny])
+    evaluate(cfg)
+    written = json.loads((Path(cfg.paths.output_dir) / "metrics.json").read_text())
+    counts = {k: v for k, v in written.items() if k.startswith("data/test/")}
+    assert counts and all(v == 0 for v in counts.values()), written
+    assert "test/mAP" in written
