@@ -72,7 +72,7 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install the project with its dev extra (~4 min the first time)
 
-test: install ## the fast suite: no network, GPU or dataset (~6 min on 2 cores)
+test: install ## the fast suite: no network, GPU or dataset (~8 min on 2 cores)
 	$(PY) -m pytest -m "not slow and not gpu and not data" -q $(ARGS)
 
 test-all: install ## every CPU test, the slow ones included (~12 min)
