@@ -36,16 +36,14 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import pickle
-import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from datamodules.generated import MARKER, generate_once, read_marker
 from datamodules.skeleton_prep import MAX_BODIES, MAX_FRAMES, NTU_JOINTS, bone, bone_pairs
 from datamodules.skeletons import SkeletonDataModule
 
@@ -64,7 +62,6 @@ log = logging.getLogger(__name__)
 
 #: bump when the animation changes: the folder name carries it, so old data is never read as new
 VERSION = 1
-MARKER = "generation.json"
 #: (forward action, its time reversal); class 2k is pair k's forward action, 2k + 1 its reversal
 PAIRS = (
     ("raise_right_arm", "lower_right_arm"),
@@ -259,13 +256,6 @@ def dataset_root(root: str | Path) -> Path:
     return Path(root) / f"synthetic_skeletons_v{VERSION}"
 
 
-def read_marker(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_generated(folder: Path, params: SyntheticSkeletonParams) -> bool:
     return read_marker(folder) == params.to_json()
 
@@ -276,27 +266,7 @@ def ensure_synthetic_skeletons(folder: str | Path, params: SyntheticSkeletonPara
     Written into a temporary sibling that replaces ``folder`` when complete, so an interruption never leaves a
     half-written set; a ``folder`` without a marker was not made here and is never deleted.
     """
-    folder = Path(folder)
-    if is_generated(folder, params):
-        return False
-    if folder.exists() and read_marker(folder) is None:
-        raise FileExistsError(f"{folder} exists but holds no {MARKER}, so it was not generated here; move it away")
-    tmp = folder.with_name(f".{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    log.info(f"Generating synthetic skeletons in {folder} ({params})")
-    _write(tmp, params)
-    if is_generated(folder, params):  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-        return True
-    if folder.exists():
-        shutil.rmtree(folder)  # generated with other parameters (it has a marker)
-    try:
-        tmp.rename(folder)
-    except OSError:
-        if not is_generated(folder, params):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return True
+    return generate_once(folder, params.to_json(), lambda tmp: _write(tmp, params), f"synthetic skeletons ({params})")
 
 
 def _write(out: Path, params: SyntheticSkeletonParams) -> None:

@@ -27,16 +27,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import pickle
-import shutil
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from datamodules.generated import MARKER, generate_once, read_marker
 from datamodules.oad_formats import AMBIGUOUS
 from datamodules.online_detection import OnlineDetectionDataModule
 
@@ -54,7 +52,6 @@ log = logging.getLogger(__name__)
 
 #: bump when the generator changes: the folder name carries it, so old files are never read as new
 VERSION = 1
-MARKER = "generation.json"
 NUM_PROTOTYPES, NUM_BACKGROUND = 8, 3
 RGB, FLOW = 48, 16
 
@@ -160,15 +157,8 @@ def dataset_root(root: str | Path) -> Path:
     return Path(root) / f"generated_oad_v{VERSION}"
 
 
-def _read_marker(folder: Path) -> dict | None:
-    try:
-        return json.loads((folder / MARKER).read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def is_generated(folder: Path, params: GeneratedDetectionParams) -> bool:
-    return _read_marker(folder) == params.to_json()
+    return read_marker(folder) == params.to_json()
 
 
 def ensure_generated(folder: str | Path, params: GeneratedDetectionParams) -> bool:
@@ -177,27 +167,9 @@ def ensure_generated(folder: str | Path, params: GeneratedDetectionParams) -> bo
     Written into a temporary sibling renamed to ``folder`` when complete (the marker last), so an interruption never
     leaves a half-written set; a ``folder`` without a marker was not made here and is never deleted.
     """
-    folder = Path(folder)
-    if is_generated(folder, params):
-        return False
-    if folder.exists() and _read_marker(folder) is None:
-        raise FileExistsError(f"{folder} exists but holds no {MARKER}, so it was not generated here; move it away")
-    tmp = folder.with_name(f".{folder.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    log.info(f"Generating online-detection features in {folder} ({params})")
-    _write(tmp, params)
-    if is_generated(folder, params):  # another process finished first
-        shutil.rmtree(tmp, ignore_errors=True)
-        return True
-    if folder.exists():
-        shutil.rmtree(folder)  # generated with other parameters (it has a marker)
-    try:
-        tmp.rename(folder)
-    except OSError:
-        if not is_generated(folder, params):
-            raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    return True
+    return generate_once(
+        folder, params.to_json(), lambda tmp: _write(tmp, params), f"online-detection features ({params})"
+    )
 
 
 def _write(out: Path, params: GeneratedDetectionParams) -> None:
