@@ -4,7 +4,16 @@ See ``base.py`` for the step protocol. Imports torch only.
 """
 
 from .attention import RetroactiveMultiheadAttention, SingleOutputMultiheadAttention
-from .base import CoModule, StatefulModule, call_mode, ordinary_tensors, set_temporal_fill, set_temporal_window
+from .base import (
+    CoModule,
+    StatefulModule,
+    call_mode,
+    ordinary_tensors,
+    out_of_place,
+    set_temporal_fill,
+    set_temporal_window,
+    state_slots,
+)
 from .container import (
     Broadcast,
     BroadcastReduce,
@@ -81,7 +90,9 @@ __all__ = [
     "fold_batchnorm",
     "local",
     "ordinary_tensors",
+    "out_of_place",
     "register",
     "set_temporal_fill",
     "set_temporal_window",
+    "state_slots",
 ]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import operator
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -34,7 +35,9 @@ __all__ = [
     "clone_state",
     "in_place_ok",
     "ordinary_tensors",
+    "out_of_place",
     "stack_steps",
+    "state_slots",
     "store",
 ]
 
@@ -47,8 +50,24 @@ def check_fill(temporal_fill: str) -> str:
     return temporal_fill
 
 
+_OUT_OF_PLACE: ContextVar[bool] = ContextVar("continual_out_of_place", default=False)
+
+
+@contextlib.contextmanager
+def out_of_place() -> Iterator[None]:
+    """Within this context every state update makes new tensors and leaves the old ones untouched, so a step is a
+    pure function of its input and the state it read (what tracing for export needs: ``co.export``)."""
+    token = _OUT_OF_PLACE.set(True)
+    try:
+        yield
+    finally:
+        _OUT_OF_PLACE.reset(token)
+
+
 def in_place_ok(*tensors: Tensor) -> bool:
     """Whether state tensors may be overwritten in place without breaking autograd or inference mode."""
+    if _OUT_OF_PLACE.get():
+        return False
     if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
         return False
     return torch.is_inference_mode_enabled() or not any(t.is_inference() for t in tensors)
@@ -414,6 +433,12 @@ class StatefulModule(CoModule):
         """Whether the step with index ``t`` (0-based) completes an on-stride window."""
         d = self.delay
         return t >= d and (t - d) % self.stride[0] == 0
+
+
+def state_slots(module: nn.Module) -> list[tuple[StatefulModule, str]]:
+    """Every state attribute of ``module``'s tree as ``(leaf, attribute name)``, in ``modules()`` order: the
+    tensors a stream's state consists of (a step counter aside), for code that feeds state explicitly."""
+    return [(m, name) for m in module.modules() if isinstance(m, StatefulModule) for name in m._state_names]
 
 
 def _step_count(value: Any) -> int | None:
