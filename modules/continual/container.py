@@ -21,6 +21,8 @@ from torch import Tensor, nn
 from .base import CoModule, stack_steps
 from .convert import continual, register
 from .delay import Delay, Skip
+from .flatten import flat_state_dict, flatten_state_dict
+from .flatten import load_state_dict as _load_state_dict
 
 __all__ = [
     "Broadcast",
@@ -87,6 +89,23 @@ class ContainerModule(CoModule):
             return fn()
         finally:
             self.set_state(saved)
+
+    def state_dict(self, *args: Any, flatten: bool = False, **kwargs: Any) -> Any:  # type: ignore[override]
+        """``nn.Module.state_dict``; ``flatten=True`` (or ``with flatten.flat_state_dict:``) gives the keys the
+        continual-inference library writes with ``state_dict(flatten=True)`` (see ``flatten.py``)."""
+        nested = super().state_dict(*args, **kwargs)  # type: ignore[misc]
+        # Children are called with a destination: only the outermost call flattens, inside a context.
+        top = kwargs.get("destination") is None and not args
+        if flatten or (flat_state_dict.active and top):
+            return flatten_state_dict(self, nested, kwargs.get("prefix", ""))  # type: ignore[arg-type]
+        return nested
+
+    def load_state_dict(  # type: ignore[override]
+        self, state_dict: Any, strict: bool = True, assign: bool = False, flatten: bool = False
+    ) -> Any:
+        """``nn.Module.load_state_dict`` that also takes the continual-inference library's keys: its nested keys,
+        and with ``flatten=True`` (or ``with flatten.flat_state_dict:``) its flattened keys (see ``flatten.py``)."""
+        return _load_state_dict(self, state_dict, strict=strict, assign=assign, flatten=flatten)  # type: ignore[arg-type]
 
 
 class Sequential(ContainerModule, nn.Sequential):
