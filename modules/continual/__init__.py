@@ -14,6 +14,7 @@ from .base import (
     set_temporal_window,
     state_slots,
 )
+from .closure import Add, Constant, Identity, Multiply, One, ParallelDispatch, Reshape, Zero
 from .container import (
     Broadcast,
     BroadcastReduce,
@@ -28,9 +29,10 @@ from .container import (
 from .conv import Conv1d, Conv2d, Conv3d
 from .convert import UnsupportedModuleError, continual, register
 from .delay import Delay, Skip
+from .fast import EagerStep, fast_step
 from .fold import fold_batchnorm
 from .linear import Linear
-from .local import StepLocal, local
+from .local import StepLocal, forward_stepping, local
 from .nystrom import ContinualNystromAttention, NystromAttention, NystromTransformerEncoderLayer  # noqa: F401
 from .pooling import (
     AdaptiveAvgPool2d,
@@ -46,13 +48,18 @@ from .pooling import (
 )
 from .positional import RecyclingPositionalEncoding
 from .replay import CompiledStep, CudaGraphStep
+from .rnn import GRU, LSTM, RNN
 from .transformer import TransformerEncoder, TransformerEncoderLayer
 
 __all__ = [
+    "GRU",
+    "LSTM",
+    "RNN",
     "AdaptiveAvgPool2d",
     "AdaptiveAvgPool3d",
     "AdaptiveMaxPool2d",
     "AdaptiveMaxPool3d",
+    "Add",
     "AvgPool1d",
     "AvgPool2d",
     "AvgPool3d",
@@ -61,20 +68,27 @@ __all__ = [
     "CoModule",
     "CompiledStep",
     "Conditional",
+    "Constant",
     "ContainerModule",
     "Conv1d",
     "Conv2d",
     "Conv3d",
     "CudaGraphStep",
     "Delay",
+    "EagerStep",
+    "Identity",
     "Lambda",
     "Linear",
     "MaxPool1d",
     "MaxPool2d",
     "MaxPool3d",
+    "Multiply",
+    "One",
     "Parallel",
+    "ParallelDispatch",
     "RecyclingPositionalEncoding",
     "Reduce",
+    "Reshape",
     "Residual",
     "RetroactiveMultiheadAttention",
     "Sequential",
@@ -85,9 +99,12 @@ __all__ = [
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "UnsupportedModuleError",
+    "Zero",
     "call_mode",
     "continual",
+    "fast_step",
     "fold_batchnorm",
+    "forward_stepping",
     "local",
     "ordinary_tensors",
     "out_of_place",

@@ -38,6 +38,7 @@ __all__ = [
     "out_of_place",
     "stack_steps",
     "state_slots",
+    "stateful_leaves",
     "store",
 ]
 
@@ -436,9 +437,26 @@ class StatefulModule(CoModule):
 
 
 def state_slots(module: nn.Module) -> list[tuple[StatefulModule, str]]:
-    """Every state attribute of ``module``'s tree as ``(leaf, attribute name)``, in ``modules()`` order: the
-    tensors a stream's state consists of (a step counter aside), for code that feeds state explicitly."""
-    return [(m, name) for m in module.modules() if isinstance(m, StatefulModule) for name in m._state_names]
+    """Every state attribute of ``module`` as ``(leaf, attribute name)``, in the order of ``get_state``: the
+    tensors a stream's state consists of (step counters aside), for code that feeds state explicitly. Walks the
+    state tree, not the module tree: containers keep their aligning delays out of ``modules()`` (``_stateful``)."""
+    return [(m, name) for m in stateful_leaves(module) for name in m._state_names]
+
+
+def stateful_leaves(module: nn.Module) -> list[StatefulModule]:
+    """The ``StatefulModule``s holding ``module``'s stream state, each once, in the order of ``get_state``."""
+    seen: dict[int, StatefulModule] = {}
+
+    def walk(m: nn.Module) -> None:
+        if isinstance(m, StatefulModule):
+            seen.setdefault(id(m), m)
+            return
+        stateful = getattr(m, "_stateful", None)
+        for child in stateful() if callable(stateful) else m.children():
+            walk(child)
+
+    walk(module)
+    return list(seen.values())
 
 
 def _step_count(value: Any) -> int | None:

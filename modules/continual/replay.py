@@ -15,12 +15,15 @@ captured once and replayed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.fx.experimental.proxy_tensor import make_fx
+
+from .base import state_slots, stateful_leaves
 
 __all__ = ["CompiledStep", "CudaGraphStep", "warm_until_output"]
 
@@ -71,21 +74,28 @@ class CudaGraphStep:
 
 
 class CompiledStep:
-    """``CompiledStep(net, first_step)`` starts a fresh stream in ``net``, steps ``first_step`` through it until it
-    emits (plus ``warmup_steps``), then traces the next ``net.stride[0]`` steps, one graph per phase, and compiles
-    them with ``torch.compile(backend=backend)``. Calling it with a step runs the next phase's program and returns
-    its output (a new tensor) or None on a step that does not emit.
+    """``CompiledStep(net, first_step)`` warms a fresh stream in ``net`` up on ``first_step`` (until it emits, plus
+    ``warmup_steps`` rounded up to whole strides), traces the next ``net.stride[0]`` steps, one pure program per
+    phase ``(step, *state) -> output``, and compiles them with ``torch.compile(backend=backend)``. Calling it with
+    a step returns the next output (a new tensor) or None on a step that does not emit, exactly as
+    ``net.forward_step`` would; the stream goes on from the warm-up (``clean_state()`` starts a new one).
 
-    ``backend="inductor"`` (default) generates fused kernels: the first call of each phase compiles (tens of
-    seconds for X3D-S on 2 CPU cores; cached by inductor across processes); ``"eager"`` replays the traced graph
-    op by op (no compilation; the same results, for checking); any other torch.compile backend name works.
-    ``options`` go to ``torch.compile`` (inductor settings, e.g. ``{"cpp_wrapper": True}``).
+    The state is an explicit input of the programs (the tensors of ``co.state_slots(net)`` that a warmed-up
+    stream holds; the programs update them in place), so one compiled program serves any number of streams:
 
-    The compiled programs hold ``net``'s state tensors: while it is in use, step the stream only through it
-    (``net.forward_step``, ``clean_state`` or ``set_state`` would desynchronise the two); for a new stream build a
-    new ``CompiledStep`` (the same net traces to the same program, which inductor loads from its cache: 7-12 s
-    for CoX3D-S on 2 CPU cores, warm-up and tracing included). Requirements: eval mode; steps are taken without
-    autograd.
+    * ``clean_state()`` starts a new stream: its first ``net.delay + 1`` steps (the warm-up, where every layer
+      fills its window) run eagerly on ``net``, then its state is copied into the compiled program's buffers;
+    * ``clean_state(rows=[i, ...])`` (temporal stride 1) restarts some streams of the batch only: each restarted
+      row warms up eagerly on its own copy of ``net`` while the other rows go on compiled; until it emits, its row
+      of the output is NaN (``ready`` tells which rows hold predictions);
+    * ``get_state()`` / ``set_state()``: a snapshot of the streams (never changed by later steps) and its restore.
+
+    None of these recompiles. ``backend="inductor"`` (default) generates fused kernels: the first call of each
+    phase compiles (tens of seconds for X3D-S on 2 CPU cores; cached by inductor across processes); ``"eager"``
+    replays the traced graph op by op (the same results, for checking); any other torch.compile backend works;
+    ``options`` go to ``torch.compile``. Requirements: eval mode; steps of the shape, dtype and device of
+    ``first_step``; no autograd (the programs run without it). While it is in use, step the stream only through
+    it: ``net.forward_step`` on the same net would desynchronise the two.
 
     ``cuda_graph=True`` (CUDA) also records each compiled phase as a CUDA graph, so a step is one graph launch of
     the fused kernels; the output is then a static buffer that the next call of that phase overwrites.
@@ -104,53 +114,212 @@ class CompiledStep:
             raise ValueError("CompiledStep needs net.eval(): training-mode layers cannot step")
         if cuda_graph and first_step.device.type != "cuda":
             raise ValueError("CompiledStep(cuda_graph=True) needs the step on a CUDA device")
-        self.net = net
-        self.backend = backend
-        self.options = options
+        self.net, self.backend, self.options = net, backend, options
+        self._row_streams: dict[int, nn.Module] = {}
+        self._row_template: nn.Module | None = None
         # Not in inference mode: the state must stay ordinary tensors that the programs may update in place.
         with torch.inference_mode(False), torch.no_grad():
             self.static_in = first_step.clone()  # one input tensor for every call: stable compile guards
             net.clean_state()
-            warm_until_output(net, self.static_in, warmup_steps)
-            self._phases = [
-                self._compile(make_fx(lambda x: self._traced(x))(self.static_in)) for _ in range(self._period)
-            ]
+            whole_strides = -(-warmup_steps // self._period) * self._period
+            warm_until_output(net, self.static_in, whole_strides)  # the next step is phase 0
+            self._slots = [(m, n) for m, n in state_slots(net) if getattr(m, n) is not None]
+            self._buffers = [getattr(m, n) for m, n in self._slots]
+            self._counters = [(m, m.__dict__["_t"]) for m in stateful_leaves(net)]
+            self._phases = [self._compile(self._trace()) for _ in range(self._period)]
+            self._bind()
             if cuda_graph:
                 self._phases = [self._capture(phase) for phase in self._phases]
         self._next = 0
+        self._eager = False  # True while a new stream warms up on `net`
+
+    compiled = True
+    reason = "compiled"
 
     @property
     def _period(self) -> int:
         return int(self.net.stride[0])
 
-    def _capture(self, phase: Callable[[Tensor], Any]) -> Callable[[Tensor], Any]:
-        """``phase`` recorded as a CUDA graph, after one real call (it compiles and steps the stream once, so the
-        phases, captured in order, stay in turn)."""
-        phase(self.static_in)
+    @property
+    def delay(self) -> int:
+        return int(self.net.delay)
+
+    @property
+    def stride(self) -> int:
+        return self._period
+
+    @property
+    def ready(self) -> Tensor:
+        """Per batch row: whether the row's stream is past its warm-up (its outputs are predictions)."""
+        rows = torch.full((self.static_in.shape[0],), not self._eager, dtype=torch.bool)
+        rows[list(self._row_streams)] = False
+        return rows
+
+    # --- tracing ----------------------------------------------------------------------------------------------
+    def _trace(self) -> torch.fx.GraphModule:
+        """The next phase as a pure program over copies of the state (the stream itself does not advance);
+        the step counters advance to the following phase."""
+        return make_fx(self._pure_step)(self.static_in, *(b.clone() for b in self._buffers))
+
+    def _pure_step(self, step: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        for (module, name), tensor in zip(self._slots, state):
+            module.__dict__[name] = tensor
+        out = self.net.forward_step(step)
+        for (module, name), tensor in zip(self._slots, state):
+            new = module.__dict__[name]
+            if new is not tensor:  # a layer replaced its state instead of writing it: write it back
+                tensor.copy_(new)
+        # A fresh output tensor: a net may return a view of its state, which the next step overwrites.
+        return () if out is None else (out.clone(),)
+
+    def _compile(self, graph: torch.fx.GraphModule) -> Callable[..., Any]:
+        if self.backend == "eager":
+            return graph
+        return torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True, options=self.options)
+
+    def _capture(self, phase: Callable[..., Any]) -> Callable[..., Any]:
+        """``phase`` recorded as a CUDA graph over the fixed state buffers, after one real call (it compiles);
+        the stream's state is restored afterwards, so capturing does not advance it."""
+        saved = [b.clone() for b in self._buffers]
+        phase(self.static_in, *self._buffers)
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize(self.static_in.device)
         with torch.cuda.graph(graph):
-            static_out = phase(self.static_in)
+            static_out = phase(self.static_in, *self._buffers)
+        for buffer, value in zip(self._buffers, saved):
+            buffer.copy_(value)
 
-        def replay(_: Tensor) -> Any:
+        def replay(*_: Tensor) -> Any:
             graph.replay()
             return static_out
 
         return replay
 
-    def _traced(self, step: Tensor) -> tuple[Tensor, ...]:
-        out = self.net.forward_step(step)
-        # A fresh output tensor: a net may return a view of its state, which the next step overwrites.
-        return () if out is None else (out.clone(),)
+    def _bind(self) -> None:
+        """Point ``net``'s state at the compiled stream's buffers (so ``net`` shows the live state) and set its
+        counters to the steady state."""
+        for (module, name), tensor in zip(self._slots, self._buffers):
+            module.__dict__[name] = tensor
+        for module, t in self._counters:
+            module.__dict__["_t"] = t
 
-    def _compile(self, graph: torch.fx.GraphModule) -> Callable[[Tensor], Any]:
-        if self.backend == "eager":
-            return graph
-        return torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True, options=self.options)
-
+    # --- stepping ---------------------------------------------------------------------------------------------
     def __call__(self, step: Tensor) -> Tensor | None:
+        if self._eager:
+            return self._warm_step(step)
+        self._check(step)
         with torch.inference_mode(False), torch.no_grad():  # as traced: no autograd, ordinary tensors
             self.static_in.copy_(step)
-            out = self._phases[self._next](self.static_in)
+            out = self._phases[self._next](self.static_in, *self._buffers)
         self._next = (self._next + 1) % len(self._phases)
-        return out[0] if out else None
+        result = out[0] if out else None
+        if self._row_streams:
+            result = self._row_warm_steps(step, result)
+        return result
+
+    def _check(self, step: Tensor) -> None:
+        ref = self.static_in
+        if step.shape != ref.shape or step.dtype != ref.dtype or step.device != ref.device:
+            raise ValueError(
+                f"CompiledStep of {type(self.net).__name__} was compiled for steps {tuple(ref.shape)} {ref.dtype} on "
+                f"{ref.device}, got {tuple(step.shape)} {step.dtype} on {step.device}: build another CompiledStep "
+                "for another batch size or step shape (or pad the batch)"
+            )
+
+    def _warm_step(self, step: Tensor) -> Tensor | None:
+        """A step of a new stream's warm-up, eager on ``net``; once every state tensor exists and the step
+        emitted, the state moves into the compiled buffers."""
+        self._check(step)
+        with torch.inference_mode(False), torch.no_grad():
+            out = self.net.forward_step(step)
+            if out is not None and all(getattr(m, n) is not None for m, n in self._slots):
+                for (module, name), buffer in zip(self._slots, self._buffers):
+                    buffer.copy_(getattr(module, name))
+                self._bind()
+                self._next, self._eager = 0, False
+        return out
+
+    def _row_warm_steps(self, step: Tensor, out: Tensor | None) -> Tensor | None:
+        """Step each restarted row on its own eager copy of ``net``; splice its state into the batch once it
+        emits (that output is the row's), NaN in its output row before."""
+        out = None if out is None else out.clone()
+        with torch.inference_mode(False), torch.no_grad():
+            for row, stream in list(self._row_streams.items()):
+                emitted = stream.forward_step(step[row : row + 1])
+                if out is not None:
+                    out[row] = emitted[0] if emitted is not None else float("nan")
+                slots = self._matching_slots(stream)
+                if emitted is not None and all(getattr(m, n) is not None for m, n in slots):
+                    self._splice(row, slots)
+                    del self._row_streams[row]
+        return out
+
+    def _splice(self, row: int, slots: list[tuple[nn.Module, str]]) -> None:
+        """Row ``row`` of every compiled state buffer from a one-row stream's state (``slots``)."""
+        for buffer, (module, name) in zip(self._buffers, slots):
+            value = getattr(module, name)
+            dims = [d for d in range(buffer.dim()) if buffer.shape[d] != value.shape[d]]
+            if len(dims) != 1 or value.shape[dims[0]] != 1:
+                raise RuntimeError(f"cannot find the batch dim of state {name} {tuple(buffer.shape)} of {module!r:.80}")
+            buffer.narrow(dims[0], row, 1).copy_(value)
+
+    def _matching_slots(self, stream: nn.Module) -> list[tuple[nn.Module, str]]:
+        """``stream``'s state slots in the order of the compiled ones (``stream`` is a copy of ``net``)."""
+        index = {id(m): i for i, m in enumerate(stateful_leaves(self.net))}
+        theirs = stateful_leaves(stream)
+        return [(theirs[index[id(m)]], n) for m, n in self._slots]
+
+    # --- streams ----------------------------------------------------------------------------------------------
+    def clean_state(self, rows: Sequence[int] | None = None) -> None:
+        """Start new streams: all of them (``rows=None``), or only the given batch rows (temporal stride 1)."""
+        if rows is None:
+            self._row_streams.clear()
+            self.net.clean_state()
+            self._eager = True
+            return
+        if self._period != 1:
+            raise ValueError(
+                f"CompiledStep.clean_state(rows=...) needs temporal stride 1 (the net has {self._period}): a "
+                "restarted row would emit out of phase with the others; restart the whole batch with clean_state()"
+            )
+        if self._eager:
+            raise ValueError("clean_state(rows=...) while the whole batch warms up: its rows start fresh anyway")
+        batch = self.static_in.shape[0]
+        for row in rows:
+            if not 0 <= row < batch:
+                raise ValueError(f"row {row} is not a row of the batch of {batch} streams")
+            if self._row_template is None:
+                self._row_template = copy.deepcopy(self.net)
+            stream = copy.deepcopy(self._row_template)
+            stream.clean_state()
+            self._row_streams[row] = stream
+
+    def get_state(self) -> dict[str, Any]:
+        """A snapshot of every stream (restore it with ``set_state``; later steps do not change it)."""
+        if self._eager:
+            return {"eager": self.net.get_state()}
+        rows = {r: s.get_state() for r, s in self._row_streams.items()}
+        return {"buffers": [b.clone() for b in self._buffers], "phase": self._next, "rows": rows}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        """Restore a snapshot taken with ``get_state`` of this CompiledStep (or of one of the same net)."""
+        if not isinstance(state, dict) or not ({"eager"} <= state.keys() or {"buffers", "phase"} <= state.keys()):
+            raise ValueError("CompiledStep.set_state expects a snapshot from CompiledStep.get_state()")
+        self._row_streams.clear()
+        if "eager" in state:
+            self.net.set_state(state["eager"])
+            self._eager = True
+            return
+        if len(state["buffers"]) != len(self._buffers) or any(
+            a.shape != b.shape for a, b in zip(state["buffers"], self._buffers)
+        ):
+            raise ValueError("CompiledStep.set_state: the snapshot holds the state of another net or batch size")
+        for buffer, value in zip(self._buffers, state["buffers"]):
+            buffer.copy_(value)
+        self._bind()
+        self._next, self._eager = int(state["phase"]), False
+        for row, row_state in state.get("rows", {}).items():
+            stream = copy.deepcopy(self._row_template or self.net)
+            stream.set_state(row_state)
+            self._row_streams[row] = stream
+

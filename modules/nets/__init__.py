@@ -19,7 +19,16 @@ from . import (
     transformer,  # noqa: F401  (registers oadtr, oadtr_b1/b2, cooadtr_b1/b2)
     video,  # noqa: F401  (registers x3d_*, cox3d_*, slow/i3d and twins, r2plus1d_18, conv_stack, co_conv_stack)
 )
-from .registry import InputSpec, build, builder_defaults, get_builder, input_spec, list_models, register_model
+from .registry import (
+    InputSpec,
+    build,
+    builder_defaults,
+    for_inference,
+    get_builder,
+    input_spec,
+    list_models,
+    register_model,
+)
 from .weights import LoadReport, load_pretrained, register_converter, unwrap_state_dict
 
 __all__ = [
@@ -27,6 +36,7 @@ __all__ = [
     "LoadReport",
     "build",
     "builder_defaults",
+    "for_inference",
     "get_builder",
     "input_spec",
     "list_models",

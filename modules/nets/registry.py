@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from torch import nn
 
 from ..continual.base import ordinary_tensors
+from ..continual.fold import fold_batchnorm
 
 __all__ = ["InputSpec", "build", "builder_defaults", "get_builder", "input_spec", "list_models", "register_model"]
 
@@ -159,11 +160,17 @@ def build(
     weights: str | None = None,
     weights_skip_head: bool = False,
     weights_strict: bool = False,
+    inference: bool = False,
     **overrides: Any,
 ) -> nn.Module:
     """Build the registered model ``name`` with its defaults replaced by ``overrides``; ``weights`` is an official
     checkpoint (``.pyth``/``.pth``/``.pkl``) loaded with ``modules.nets.load_pretrained``: ``weights_skip_head``
-    leaves the classifier out (fine-tuning on another class count), ``weights_strict`` fails on missing keys."""
+    leaves the classifier out (fine-tuning on another class count), ``weights_strict`` fails on missing keys.
+
+    ``inference=True`` returns the net ready to run, not to train: eval mode, eval BatchNorm folded into the
+    convs before it (``modules.continual.fold_batchnorm``: other state-dict keys, so load weights through
+    ``weights`` or before folding) and no parameter requiring grad. Step a continual one through
+    ``modules.continual.fast_step`` for the compiled steady state."""
     fn = get_builder(name)
     params = inspect.signature(fn).parameters
     if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
@@ -176,4 +183,10 @@ def build(
         from .weights import load_pretrained  # the registry stays importable without the converters
 
         load_pretrained(net, weights, skip_head=weights_skip_head, strict=weights_strict)
-    return net
+    return for_inference(net) if inference else net
+
+
+def for_inference(net: nn.Module) -> nn.Module:
+    """``net`` in place: eval mode, BatchNorm folded into the preceding convs, parameters without grad."""
+    net = fold_batchnorm(net.eval(), inplace=True)
+    return net.requires_grad_(False)
