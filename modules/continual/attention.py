@@ -150,6 +150,34 @@ def single_query_attention(mha: nn.MultiheadAttention, tokens: Tensor, query_ind
     return mha.out_proj(out.reshape(batch, embed))
 
 
+def _check_layout(owner: str, embed_dim_second: bool) -> bool:
+    if not isinstance(embed_dim_second, bool):
+        raise TypeError(
+            f"{owner}: embed_dim_second must be True (clips (B, E, T)) or False (clips (B, T, E)), "
+            f"got {embed_dim_second!r}"
+        )
+    return embed_dim_second
+
+
+def layout_tokens(module: nn.Module, clip: Tensor, embed_dim: int, call: str) -> Tensor:
+    """``clip`` in ``module``'s layout (``module.embed_dim_second``) as batch-first tokens ``(B, T, E)``.
+
+    ``embed_dim_second=True`` is this core's channels-first layout, clips ``(B, E, T)``; ``False`` is
+    continual-inference's default token layout (with ``batch_first=True``), clips ``(B, T, E)``. Steps are
+    ``(B, E)`` in both.
+    """
+    first = module.embed_dim_second  # type: ignore[union-attr]
+    dim = 1 if first else 2
+    if clip.dim() != 3 or clip.shape[dim] != embed_dim:
+        expected = f"(B, E={embed_dim}, T)" if first else f"(B, T, E={embed_dim})"
+        other = "False for (B, T, E) clips" if first else "True for (B, E, T) clips"
+        raise ValueError(
+            f"{type(module).__name__}.{call} expects a clip {expected} (embed_dim_second={first}), got "
+            f"{tuple(clip.shape)}; build it with embed_dim_second={other}"
+        )
+    return clip.transpose(1, 2) if first else clip
+
+
 # --- modules ------------------------------------------------------------------------------------------------
 class _StepAttention(StatefulModule, nn.MultiheadAttention):
     """What both continual attentions share: construction, ``forward``, projection of a step, conversion."""
@@ -163,12 +191,15 @@ class _StepAttention(StatefulModule, nn.MultiheadAttention):
         dropout: float = 0.0,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        embed_dim_second: bool = True,
     ) -> None:
         if not isinstance(sequence_len, int) or sequence_len < 1:
             raise ValueError(f"{type(self).__name__}: sequence_len must be a positive int, got {sequence_len!r}")
         # batch_first=True is only how ``attend`` calls nn's forward internally; the public layout is (B, E, T).
         super().__init__(embed_dim, num_heads, dropout=dropout, bias=bias, batch_first=True, device=device, dtype=dtype)
         self.sequence_len = sequence_len
+        self.embed_dim_second = _check_layout(type(self).__name__, embed_dim_second)
         self._init_state_attrs()
 
     @property
@@ -176,18 +207,24 @@ class _StepAttention(StatefulModule, nn.MultiheadAttention):
         return self.sequence_len
 
     def extra_repr(self) -> str:
-        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, sequence_len={self.sequence_len}"
+        layout = "" if self.embed_dim_second else ", embed_dim_second=False"
+        return f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, sequence_len={self.sequence_len}{layout}"
 
     # --- offline ---------------------------------------------------------------------------------------
     def forward(  # type: ignore[override]
         self, clip: Tensor, attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        """Self-attention over the whole clip ``(B, E, T) -> (B, E, T)``, exactly ``nn.MultiheadAttention``."""
-        if clip.dim() != 3 or clip.shape[1] != self.embed_dim:
-            raise ValueError(
-                f"{type(self).__name__}.forward expects a clip (B, E={self.embed_dim}, T), got {tuple(clip.shape)}"
-            )
-        return self.attend(clip.transpose(1, 2), attn_mask, key_padding_mask).transpose(1, 2)
+        """Self-attention over the whole clip ``(B, E, T) -> (B, E, T)`` (``(B, T, E) -> (B, T, E)`` with
+        ``embed_dim_second=False``), exactly ``nn.MultiheadAttention``."""
+        tokens = layout_tokens(self, clip, self.embed_dim, "forward")
+        out = self.attend(tokens, attn_mask, key_padding_mask)
+        return out.transpose(1, 2) if self.embed_dim_second else out
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
+        """``forward_step`` over the steps of ``clip``, outputs stacked on the time dim of this module's layout."""
+        tokens = layout_tokens(self, clip, self.embed_dim, "forward_steps")
+        out = super().forward_steps(tokens.transpose(1, 2), pad_end, update_state)
+        return out if out is None or self.embed_dim_second else out.transpose(1, 2)
 
     def attend(self, tokens: Tensor, attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None) -> Tensor:
         """Self-attention on batch-first tokens ``(B, T, E) -> (B, T, E)`` through ``nn.MultiheadAttention``."""
@@ -356,7 +393,8 @@ class RetroactiveMultiheadAttention(_StepAttention):
             )
             _, acc = _merge(left_max, left_acc, right_max, right_acc)
             heads = acc[..., :-1] / acc[..., -1:]  # (B, H, n, d)
-            out = self.out_proj(heads.transpose(1, 2).flatten(2)).transpose(1, 2)
+            out = self.out_proj(heads.transpose(1, 2).flatten(2))  # (B, n, E)
+            out = out.transpose(1, 2) if self.embed_dim_second else out
 
         if update_state:
             self._window = store(self._window, window)
@@ -399,8 +437,19 @@ class SingleOutputMultiheadAttention(_StepAttention):
         query_index: int = -1,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
+        *,
+        embed_dim_second: bool = True,
     ) -> None:
-        super().__init__(embed_dim, num_heads, sequence_len, bias=bias, dropout=dropout, device=device, dtype=dtype)
+        super().__init__(
+            embed_dim,
+            num_heads,
+            sequence_len,
+            bias=bias,
+            dropout=dropout,
+            device=device,
+            dtype=dtype,
+            embed_dim_second=embed_dim_second,
+        )
         if not -sequence_len <= query_index < sequence_len:
             raise ValueError(
                 f"SingleOutputMultiheadAttention: query_index must index the window of sequence_len="

@@ -42,6 +42,8 @@ from .attention import (
     MHA_MODES,
     RetroactiveMultiheadAttention,
     SingleOutputMultiheadAttention,
+    _check_layout,
+    layout_tokens,
     single_query_attention,
 )
 from .base import CoModule, clone_state, store
@@ -115,6 +117,7 @@ class TransformerEncoderLayer(CoModule, nn.Module):
         sequence_len: int,
         bias: bool = True,
         mode: str = "single_output",
+        embed_dim_second: bool = True,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -134,6 +137,7 @@ class TransformerEncoderLayer(CoModule, nn.Module):
         self.activation = _activation(activation)
         self.sequence_len = sequence_len
         self.mode = mode
+        self.embed_dim_second = _check_layout(type(self).__name__, embed_dim_second)
         self._inputs: Tensor | None = None  # retroactive mode: the window's inputs (B, n, E), oldest first
 
     @property
@@ -141,7 +145,8 @@ class TransformerEncoderLayer(CoModule, nn.Module):
         return self.sequence_len
 
     def extra_repr(self) -> str:
-        return f"sequence_len={self.sequence_len}, mode={self.mode!r}, norm_first={self.norm_first}"
+        layout = "" if self.embed_dim_second else ", embed_dim_second=False"
+        return f"sequence_len={self.sequence_len}, mode={self.mode!r}, norm_first={self.norm_first}{layout}"
 
     def set_mode(self, mode: str) -> None:
         """Switch what a step returns (see the class docstring); keeps the weights, forgets the state."""
@@ -169,13 +174,17 @@ class TransformerEncoderLayer(CoModule, nn.Module):
     def forward(
         self, clip: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None
     ) -> Tensor:
-        """The layer on the whole clip, ``(B, E, T) -> (B, E, T)``, equal to ``nn.TransformerEncoderLayer``."""
-        if clip.dim() != 3 or clip.shape[1] != self.linear1.in_features:
-            raise ValueError(
-                f"{type(self).__name__}.forward expects a clip (B, E={self.linear1.in_features}, T), "
-                f"got {tuple(clip.shape)}"
-            )
-        return self.forward_tokens(clip.transpose(1, 2), src_mask, src_key_padding_mask).transpose(1, 2)
+        """The layer on the whole clip, ``(B, E, T) -> (B, E, T)`` (``(B, T, E) -> (B, T, E)`` with
+        ``embed_dim_second=False``), equal to ``nn.TransformerEncoderLayer``."""
+        tokens = layout_tokens(self, clip, self.linear1.in_features, "forward")
+        out = self.forward_tokens(tokens, src_mask, src_key_padding_mask)
+        return out.transpose(1, 2) if self.embed_dim_second else out
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
+        """``forward_step`` over the steps of ``clip``, outputs stacked on the time dim of this layer's layout."""
+        tokens = layout_tokens(self, clip, self.linear1.in_features, "forward_steps")
+        out = super().forward_steps(tokens.transpose(1, 2), pad_end, update_state)
+        return out if out is None or self.embed_dim_second else out.transpose(1, 2)
 
     def forward_tokens(
         self, tokens: Tensor, src_mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None
@@ -213,7 +222,8 @@ class TransformerEncoderLayer(CoModule, nn.Module):
             self._inputs = store(self._inputs, inputs)
         if attended is None:
             return None
-        return self._finish(inputs, attended.transpose(1, 2)).transpose(1, 2)
+        window = self._finish(inputs, attended.transpose(1, 2))  # (B, n, E)
+        return window.transpose(1, 2) if self.embed_dim_second else window
 
     def get_state(self) -> tuple[Any, Tensor | None]:
         return self.self_attn.get_state(), clone_state(self._inputs)
@@ -284,6 +294,8 @@ class TransformerEncoder(CoModule, nn.Module):
         encoder_layer: TransformerEncoderLayer | Sequence[TransformerEncoderLayer],
         num_layers: int | None = None,
         norm: nn.Module | None = None,
+        *,
+        embed_dim_second: bool | None = None,
     ) -> None:
         super().__init__()
         if isinstance(encoder_layer, TransformerEncoderLayer):
@@ -312,25 +324,29 @@ class TransformerEncoder(CoModule, nn.Module):
         self.num_layers = len(layers)
         self.norm = norm
         self.sequence_len = layers[0].sequence_len
+        # The encoder's layout (None: the first layer's). Inside, layers pass batch-first tokens.
+        layout = layers[0].embed_dim_second if embed_dim_second is None else embed_dim_second
+        self.embed_dim_second = _check_layout(type(self).__name__, layout)
 
     @property
     def receptive_field(self) -> int:
         return self.sequence_len
 
     def forward(self, clip: Tensor, mask: Tensor | None = None, src_key_padding_mask: Tensor | None = None) -> Tensor:
-        """The encoder on the whole clip, ``(B, E, T) -> (B, E, T)``, equal to ``nn.TransformerEncoder``."""
-        first = self.layers[0]
-        if clip.dim() != 3 or clip.shape[1] != first.linear1.in_features:
-            raise ValueError(
-                f"TransformerEncoder.forward expects a clip (B, E={first.linear1.in_features}, T), "
-                f"got {tuple(clip.shape)}"
-            )
-        x = clip.transpose(1, 2)
+        """The encoder on the whole clip, ``(B, E, T) -> (B, E, T)`` (``(B, T, E) -> (B, T, E)`` with
+        ``embed_dim_second=False``), equal to ``nn.TransformerEncoder``."""
+        x = layout_tokens(self, clip, self.layers[0].linear1.in_features, "forward")
         for layer in self.layers:
             x = layer.forward_tokens(x, mask, src_key_padding_mask)
         if self.norm is not None:
             x = self.norm(x)
-        return x.transpose(1, 2)
+        return x.transpose(1, 2) if self.embed_dim_second else x
+
+    def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor | None:
+        """``forward_step`` over the steps of ``clip``, outputs stacked on the time dim of this encoder's layout."""
+        tokens = layout_tokens(self, clip, self.layers[0].linear1.in_features, "forward_steps")
+        out = super().forward_steps(tokens.transpose(1, 2), pad_end, update_state)
+        return out if out is None or self.embed_dim_second else out.transpose(1, 2)
 
     def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor | None:
         """Feed one step ``(B, E)``; return the newest window position's encoder output ``(B, E)``, or ``None``."""
@@ -340,8 +356,8 @@ class TransformerEncoder(CoModule, nn.Module):
         if out is None:
             return None
         if self.num_layers > 1:
-            # The first layer returned its whole updated window (B, E, n): all n positions changed.
-            tokens = out.transpose(1, 2)
+            # The first layer returned its whole updated window, (B, E, n) or (B, n, E): all n positions changed.
+            tokens = out.transpose(1, 2) if self.layers[0].embed_dim_second else out
             for layer in self.layers[1:-1]:
                 tokens = layer.forward_tokens(tokens)
             out = self.layers[-1].forward_last_token(tokens)
