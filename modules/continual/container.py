@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import CoModule, stack_steps
-from .convert import continual, register
+from .convert import check_build_kwargs, continual, register
 from .delay import Delay, Skip
 from .flatten import flat_state_dict, flatten_state_dict
 from .flatten import load_state_dict as _load_state_dict
@@ -175,6 +175,7 @@ class Sequential(ContainerModule, nn.Sequential):
 
     @classmethod
     def build_from(cls, module: nn.Sequential, **kwargs: Any) -> Sequential:
+        check_build_kwargs("Sequential.build_from", kwargs)
         return cls(OrderedDict((name, continual(m, **kwargs)) for name, m in module.named_children()))
 
 
@@ -426,32 +427,85 @@ def _residual_branch(module: nn.Module, residual_shrink: bool | str, temporal_fi
 
 
 class Lambda(ContainerModule, nn.Module):
-    """A stateless function as a module. ``takes_time=False``: ``fn`` maps a step (or each frame of a clip);
-    ``takes_time=True``: ``fn`` maps a clip and is given steps as one-frame clips.
+    """A stateless function as a module (delay 0). ``takes_time=False``: ``fn`` maps a step (and each frame of a
+    clip, one at a time); ``takes_time=True``: ``fn`` maps a clip and is given steps as one-frame clips.
+
+    ``forward_only_fn``, ``forward_step_only_fn`` and ``forward_steps_only_fn`` (as in continual-inference)
+    replace ``fn`` in one call mode and get that mode's input as it is: a clip, a step, a clip. ``fn`` may be
+    None when all three are given. Plain functions in a ``Sequential`` (and ``continual(fn)``) become Lambdas.
     """
 
-    def __init__(self, fn: Callable[[Tensor], Tensor], takes_time: bool = False) -> None:
+    def __init__(
+        self,
+        fn: Callable[[Tensor], Tensor] | None = None,
+        forward_only_fn: Callable[[Tensor], Tensor] | None = None,
+        forward_step_only_fn: Callable[[Tensor], Tensor] | None = None,
+        forward_steps_only_fn: Callable[[Tensor], Tensor] | None = None,
+        takes_time: bool = False,
+    ) -> None:
         super().__init__()
+        modes = {
+            "forward_only_fn": forward_only_fn,
+            "forward_step_only_fn": forward_step_only_fn,
+            "forward_steps_only_fn": forward_steps_only_fn,
+        }
+        not_callable = [k for k, f in {"fn": fn, **modes}.items() if f is not None and not callable(f)]
+        if not_callable:
+            raise TypeError(f"Lambda: {', '.join(not_callable)} must be callable")
+        missing = [k for k, f in modes.items() if f is None]
+        if fn is None and missing:
+            raise ValueError(f"Lambda needs fn, or a function for every call mode: {', '.join(missing)} missing")
         self.fn = fn
+        self.forward_only_fn = forward_only_fn
+        self.forward_step_only_fn = forward_step_only_fn
+        self.forward_steps_only_fn = forward_steps_only_fn
         self.takes_time = takes_time
 
     def forward(self, clip: Tensor) -> Tensor:
+        if self.forward_only_fn is not None:
+            return self.forward_only_fn(clip)
+        return self._on_clip(clip)
+
+    def _on_clip(self, clip: Tensor) -> Tensor:
+        fn: Callable[[Tensor], Tensor] = self.fn  # type: ignore[assignment]
         if self.takes_time:
-            return self.fn(clip)
-        return torch.stack([self.fn(clip[:, :, t]) for t in range(clip.shape[2])], dim=2)
+            return fn(clip)
+        return torch.stack([fn(clip[:, :, t]) for t in range(clip.shape[2])], dim=2)
 
     def forward_step(self, step: Tensor, update_state: bool = True) -> Tensor:
-        return self.fn(step.unsqueeze(2)).squeeze(2) if self.takes_time else self.fn(step)
+        if self.forward_step_only_fn is not None:
+            return self.forward_step_only_fn(step)
+        fn: Callable[[Tensor], Tensor] = self.fn  # type: ignore[assignment]
+        return fn(step.unsqueeze(2)).squeeze(2) if self.takes_time else fn(step)
 
     def forward_steps(self, clip: Tensor, pad_end: bool = False, update_state: bool = True) -> Tensor:
-        return (
-            self.forward(clip)
-            if self.takes_time
-            else stack_steps([self.fn(clip[:, :, t]) for t in range(clip.shape[2])])
-        )
+        if self.forward_steps_only_fn is not None:
+            return self.forward_steps_only_fn(clip)
+        if self.takes_time or clip.shape[2] > 0:
+            return self._on_clip(clip)
+        return stack_steps([])
+
+    @classmethod
+    def build_from(
+        cls,
+        fn: Callable[[Tensor], Tensor] | None = None,
+        forward_only_fn: Callable[[Tensor], Tensor] | None = None,
+        forward_step_only_fn: Callable[[Tensor], Tensor] | None = None,
+        forward_steps_only_fn: Callable[[Tensor], Tensor] | None = None,
+        takes_time: bool = False,
+        **kwargs: Any,
+    ) -> Lambda:
+        """``Lambda(...)``; what ``continual(function)`` calls (conversion keywords are ignored)."""
+        check_build_kwargs("Lambda.build_from", kwargs)
+        return cls(fn, forward_only_fn, forward_step_only_fn, forward_steps_only_fn, takes_time)
 
     def extra_repr(self) -> str:
-        return f"{getattr(self.fn, '__name__', repr(self.fn))}, takes_time={self.takes_time}"
+        names = ("fn", "forward_only_fn", "forward_step_only_fn", "forward_steps_only_fn")
+        fns = [(n, getattr(self, n)) for n in names if getattr(self, n) is not None]
+        parts = [
+            f"{n}={getattr(f, '__name__', repr(f))}" if n != "fn" else getattr(f, "__name__", repr(f)) for n, f in fns
+        ]
+        return ", ".join([*parts, f"takes_time={self.takes_time}"])
 
 
 class Conditional(ContainerModule, nn.Module):

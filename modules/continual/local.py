@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import CoModule, ordinary_tensors
-from .convert import UnsupportedModuleError, register
+from .convert import UnsupportedModuleError, check_build_kwargs, register
 
-__all__ = ["StepLocal", "local"]
+__all__ = ["StepLocal", "forward_stepping", "local"]
 
 # Elementwise modules take a step as it is; the others see a one-frame clip (so BatchNorm3d gets 5 dims).
 _ELEMENTWISE: tuple[type[nn.Module], ...] = (
@@ -65,6 +65,8 @@ def _nonlocal_reason(module: nn.Module, clip_dims: int) -> str | None:
         module.training or not module.track_running_stats
     ):
         return "InstanceNorm statistics span time unless track_running_stats=True and the module is in eval"
+    if isinstance(module, nn.GroupNorm):
+        return "GroupNorm statistics span time (normalise per frame with LayerNorm or BatchNorm)"
     if isinstance(module, nn.LayerNorm) and len(module.normalized_shape) > clip_dims - 3:
         return f"LayerNorm over the last {len(module.normalized_shape)} dims includes time (dim 2)"
     if isinstance(module, nn.Softmax | nn.LogSoftmax) and module.dim is not None and module.dim % clip_dims == 2:
@@ -77,8 +79,17 @@ def _nonlocal_reason(module: nn.Module, clip_dims: int) -> str | None:
 _LOCAL_CLASSES: dict[type[nn.Module], type[nn.Module]] = {}
 
 
-def local(module: nn.Module, **_: Any) -> nn.Module:
-    """A copy of a temporally local ``module`` that also has the step protocol (same class name and keys)."""
+def local(module: nn.Module, dim: int = 2, **kwargs: Any) -> nn.Module:
+    """A copy of a temporally local ``module`` that also has the step protocol (same class name and keys).
+
+    Also exported as ``forward_stepping``, continual-inference's name, with its signature: ``dim`` is the time
+    dim a step lacks, always 2 here. Unlike the library's, which patches ``module`` in place, the original is left
+    as it was (use the returned module), and a module that mixes time steps (BatchNorm in training mode,
+    GroupNorm, a LayerNorm or softmax over time, ...) is refused at its first step instead of stepping wrongly.
+    """
+    if dim != 2:
+        raise ValueError(f"local/forward_stepping: time is dim 2 of every clip (B, C, T, ...) here, got dim={dim}")
+    check_build_kwargs("local", kwargs)
     if isinstance(module, CoModule):
         return module
     cls = type(module)
@@ -87,6 +98,9 @@ def local(module: nn.Module, **_: Any) -> nn.Module:
     out = ordinary_tensors(copy.deepcopy(module))  # e.g. a BatchNorm built under inference_mode
     out.__class__ = _LOCAL_CLASSES[cls]
     return out
+
+
+forward_stepping = local  # continual-inference's name for the same function
 
 
 def _reject(reason: str) -> Any:
@@ -100,5 +114,3 @@ for _cls in _ELEMENTWISE + _PER_FRAME:
     register(_cls, local)
 register(nn.GroupNorm, _reject("its statistics span time (normalise per frame with LayerNorm or BatchNorm)"))
 register(nn.LocalResponseNorm, _reject("its window may span time"))
-for _cls in (nn.RNN, nn.LSTM, nn.GRU):
-    register(_cls, _reject("recurrent layers are not part of this core"))
