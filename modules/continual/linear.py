@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import CoModule, ordinary_tensors
-from .convert import register
+from .convert import check_build_kwargs, register
 
 __all__ = ["Linear"]
 
@@ -16,7 +16,13 @@ __all__ = ["Linear"]
 class Linear(CoModule, nn.Linear):
     """``nn.Linear`` over dim ``channel_dim`` of a clip (default 1, channels first); stateless.
 
-    A step is the clip without dim 2, so a non-negative ``channel_dim`` above 2 moves down by one there.
+    ``channel_dim`` counts from the front of a clip ``(B, C, T, ...)``: 1 for channels, 3 or more for a trailing
+    feature dim (a step is the clip without dim 2, so such a dim moves down by one there). Time (2) and negative
+    values are refused when the layer is built: continual-inference's default ``channel_dim=-1`` applies the
+    layer to the last dim of whatever it gets, which is the features of a step ``(B, C)`` but the time of a
+    channels-first clip ``(B, C, T)`` (the library's own example feeds ``(B, T, C)`` clips), so one layer would
+    project channels when stepping and time on clips. Write ``channel_dim=1`` (its advice inside ``(B, C, T)``
+    networks too), or the non-negative index of the feature dim.
     """
 
     def __init__(
@@ -32,6 +38,13 @@ class Linear(CoModule, nn.Linear):
         ordinary_tensors(self, recurse=False)  # built under inference_mode: usable and loadable in any mode
         if channel_dim == 2:
             raise ValueError("Linear: channel_dim=2 is the time dim of a clip; channels cannot be there")
+        if channel_dim < 0:
+            raise ValueError(
+                f"Linear: channel_dim={channel_dim} counts from the end, where continual-inference's default -1 "
+                "finds the features of a step (B, C) but the time of a channels-first clip (B, C, T); give the "
+                "dim counted from the front of the clip (B, C, T, ...): channel_dim=1 for channels, or e.g. 3 for "
+                "the last dim of a (B, C, T, F) clip"
+            )
         self.channel_dim = channel_dim
 
     def _apply_on(self, x: Tensor, dim: int) -> Tensor:
@@ -40,10 +53,10 @@ class Linear(CoModule, nn.Linear):
         return F.linear(x.movedim(dim, -1), self.weight, self.bias).movedim(-1, dim)
 
     def _clip_dim(self, x: Tensor, kind: str) -> int:
-        """``channel_dim`` as a non-negative dim of ``x``'s clip (``kind``: "clip" or "step", a clip without dim
-        2); refused where that is time (dim 2) or beyond the clip, for a clip and its steps alike."""
+        """``channel_dim`` checked against ``x``'s clip (``kind``: "clip" or "step", a clip without dim 2):
+        refused where it is beyond the clip or time (an attribute set after construction), in every mode alike."""
         clip_dims = x.dim() + (kind == "step")
-        dim = self.channel_dim + clip_dims if self.channel_dim < 0 else self.channel_dim
+        dim = self.channel_dim
         if not 0 <= dim < clip_dims:
             raise ValueError(
                 f"Linear: channel_dim={self.channel_dim} is beyond the {clip_dims}-d clip of {kind} {tuple(x.shape)}"
@@ -67,7 +80,8 @@ class Linear(CoModule, nn.Linear):
         return self.forward(clip)
 
     @classmethod
-    def build_from(cls, module: nn.Linear, channel_dim: int = 1, **_: Any) -> Linear:
+    def build_from(cls, module: nn.Linear, channel_dim: int = 1, **kwargs: Any) -> Linear:
+        check_build_kwargs("Linear.build_from", kwargs)
         out = cls(
             module.in_features,
             module.out_features,

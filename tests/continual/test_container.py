@@ -124,7 +124,7 @@ def test_lambda_and_linear_head() -> None:
 
 def test_linear_channel_dims() -> None:
     torch.manual_seed(7)
-    lin = co.Linear(4, 3, channel_dim=-1)
+    lin = co.Linear(4, 3, channel_dim=3)
     clip = torch.randn(2, 5, 6, 4)  # (B, C, T, F): features last
     torch.testing.assert_close(lin(clip), nn.functional.linear(clip, lin.weight, lin.bias))
     torch.testing.assert_close(lin.forward_step(clip[:, :, 2]), lin(clip)[:, :, 2])

@@ -271,15 +271,12 @@ def test_a_pool_step_of_the_wrong_rank_is_refused() -> None:
 
 
 def test_linear_over_the_time_dim_is_refused_in_every_mode() -> None:
-    """Before: channel_dim=-1 on a (B, C, T) clip raised in forward but stepped the channels in forward_step."""
-    linear = co.Linear(3, 5, channel_dim=-1)
-    with pytest.raises(ValueError, match=r"channel_dim=-1 is the time dim of a 3-d clip"):
-        linear(torch.randn(2, 3, 4))
-    with pytest.raises(ValueError, match=r"channel_dim=-1 is the time dim of a 3-d clip"):
-        linear.forward_steps(torch.randn(2, 3, 4))
-    with pytest.raises(ValueError, match=r"channel_dim=-1 is the time dim of a 3-d clip.*step \(2, 3\)"):
-        linear.forward_step(torch.randn(2, 3))
-    # A 4-d clip's last dim is not time: every mode agrees.
+    """Before: channel_dim=-1 on a (B, C, T) clip raised in forward but stepped the channels in forward_step.
+    A negative channel_dim is now refused when the layer is built (it names the time of a 3-d clip)."""
+    with pytest.raises(ValueError, match=r"channel_dim=-1 counts from the end.*channel_dim=1 for channels"):
+        co.Linear(3, 5, channel_dim=-1)
+    # A 4-d clip's feature dim given from the front: every mode agrees.
+    linear = co.Linear(3, 5, channel_dim=3)
     clip = torch.randn(2, 4, 5, 3)
     torch.testing.assert_close(linear.forward_steps(clip), linear(clip))
     torch.testing.assert_close(linear.forward_step(clip[:, :, 0]), linear(clip)[:, :, 0])
