@@ -9,7 +9,11 @@ of the last ``n`` steps (``sequence_len``) one step at a time, reusing what earl
   FIFO of the window's keys and values.
 
 Both have the parameters and ``state_dict`` keys of ``torch.nn.MultiheadAttention`` (they subclass it), and
-``forward(clip)`` is exactly its self-attention over the whole clip. Layout is channels first: a clip is
+``forward(clip)`` is its self-attention over the whole clip: the attention output only, bit for bit what
+``nn.MultiheadAttention(x, x, x, need_weights=False)[0]`` returns. The attention weights are not returned (nn's
+default ``need_weights=True`` also returns them, averaged over heads, and computes its output by another kernel,
+equal to rounding, ~1e-7); ``nn.MultiheadAttention.forward(module, x, x, x)`` on these modules gives them, with
+the same weights. Layout is channels first: a clip is
 ``(B, E, T)``, a step ``(B, E)``. Step outputs are windowed: once ``n`` steps have been seen (delay ``n - 1``),
 the step at input index ``t`` answers for the window ``clip[:, :, t - n + 1 : t + 1]``, so it equals
 ``forward`` of that window, not of the whole clip (unless ``T == n``).
@@ -31,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import StatefulModule, in_place_ok, store
-from .convert import register
+from .convert import check_build_kwargs, register
 
 __all__ = [
     "MHA_MODES",
@@ -215,7 +219,8 @@ class _StepAttention(StatefulModule, nn.MultiheadAttention):
         self, clip: Tensor, attn_mask: Tensor | None = None, key_padding_mask: Tensor | None = None
     ) -> Tensor:
         """Self-attention over the whole clip ``(B, E, T) -> (B, E, T)`` (``(B, T, E) -> (B, T, E)`` with
-        ``embed_dim_second=False``), exactly ``nn.MultiheadAttention``."""
+        ``embed_dim_second=False``): exactly the output of ``nn.MultiheadAttention`` with ``need_weights=False``;
+        no attention weights (module docstring)."""
         tokens = layout_tokens(self, clip, self.embed_dim, "forward")
         out = self.attend(tokens, attn_mask, key_padding_mask)
         return out.transpose(1, 2) if self.embed_dim_second else out
@@ -280,8 +285,10 @@ class _StepAttention(StatefulModule, nn.MultiheadAttention):
         """The continual twin of ``module`` (same weights and keys) over a window of ``sequence_len`` steps.
 
         ``module.batch_first`` may be either: the weights do not depend on it, and the continual layout is
-        always channels first. Unknown keyword arguments are ignored (for ``continual(tree, **kwargs)``).
+        always channels first. The conversion keywords of other builders are ignored (for
+        ``continual(tree, **kwargs)``); other keywords are refused.
         """
+        check_build_kwargs(f"{cls.__name__}.build_from", kwargs)
         _check_convertible(module, cls.__name__)
         new = cls(
             module.embed_dim,
@@ -301,10 +308,11 @@ class _StepAttention(StatefulModule, nn.MultiheadAttention):
 class RetroactiveMultiheadAttention(_StepAttention):
     """Continual Retroactive self-attention (Continual Transformers, Hedegaard et al., arXiv 2201.06268).
 
-    ``forward(clip)`` is ``nn.MultiheadAttention`` self-attention over the clip, ``(B, E, T) -> (B, E, T)``.
-    ``forward_step(step)`` takes ``(B, E)`` and returns ``None`` for the first ``n - 1`` steps (delay ``n - 1``);
-    from then on the step at input index ``t`` returns the attention outputs of all ``n`` positions of the window
-    ``clip[:, :, t - n + 1 : t + 1]``, after the out-projection, as ``(B, E, n)`` (oldest position first): equal
+    ``forward(clip)`` is ``nn.MultiheadAttention`` self-attention over the clip, ``(B, E, T) -> (B, E, T)`` (its
+    output with ``need_weights=False``; no weights are returned). ``forward_step(step)`` takes ``(B, E)`` and
+    returns ``None`` for the first ``n - 1`` steps (delay ``n - 1``); from then on the step at input index ``t``
+    returns the attention outputs of all ``n`` positions of the window ``clip[:, :, t - n + 1 : t + 1]``, after
+    the out-projection, as ``(B, E, n)`` (oldest position first): equal
     to ``forward`` of that window. ``forward_steps`` stacks those on dim 2, giving ``(B, E, T - n + 1, n)``.
 
     Every row's softmax is split in two parts, and nothing is ever subtracted:
@@ -415,9 +423,10 @@ class SingleOutputMultiheadAttention(_StepAttention):
     """Continual Single-Output self-attention (Continual Transformers, Hedegaard et al., arXiv 2201.06268).
 
     ``forward(clip)`` is ``nn.MultiheadAttention`` self-attention over the clip for all ``T`` positions,
-    ``(B, E, T) -> (B, E, T)``. ``forward_step(step)`` takes ``(B, E)`` and returns ``None`` for the first
-    ``n - 1`` steps (delay ``n - 1``, whatever ``query_index``); from then on the step at input index ``t``
-    returns ``(B, E)``: the output at position ``query_index`` of the window ``clip[:, :, t - n + 1 : t + 1]``,
+    ``(B, E, T) -> (B, E, T)`` (its output with ``need_weights=False``; no weights are returned).
+    ``forward_step(step)`` takes ``(B, E)`` and returns ``None`` for the first ``n - 1`` steps (delay ``n - 1``,
+    whatever ``query_index``); from then on the step at input index ``t`` returns ``(B, E)``: the output at
+    position ``query_index`` of the window ``clip[:, :, t - n + 1 : t + 1]``,
     i.e. ``forward(window)[:, :, query_index]`` (the newest position for the default ``query_index=-1``).
 
     Per step: the in-projection of the new token (3 E^2 MACs), one query row against the window's keys and
@@ -510,9 +519,10 @@ def _convert_mha(
     sequence_len: int | None = None,
     mode: str = "single_output",
     query_index: int = -1,
-    **_: Any,
+    **kwargs: Any,
 ) -> nn.Module:
     """``continual(nn.MultiheadAttention, sequence_len=n, mode="single_output"|"retroactive")``."""
+    check_build_kwargs("continual(nn.MultiheadAttention)", kwargs)
     if sequence_len is None:
         raise ValueError(
             f"Converting {module!r} needs sequence_len, the number of steps its attention window spans: "

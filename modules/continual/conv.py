@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .base import StatefulModule, check_fill, in_place_ok, ordinary_tensors
-from .convert import UnsupportedModuleError, register
+from .convert import UnsupportedModuleError, check_build_kwargs, register
 
 __all__ = ["Conv1d", "Conv2d", "Conv3d"]
 
@@ -338,8 +338,9 @@ class _ContinualConv(StatefulModule):
 
     # --- conversion ------------------------------------------------------------------------------------
     @classmethod
-    def build_from(cls, module: nn.Module, temporal_fill: str | None = None, **_: Any) -> _ContinualConv:
-        """The continual twin of an ``nn.ConvNd`` with copied weights."""
+    def build_from(cls, module: nn.Module, temporal_fill: str | None = None, **kwargs: Any) -> _ContinualConv:
+        """The continual twin of an ``nn.ConvNd`` with copied weights (structural keywords are refused)."""
+        check_build_kwargs(f"{cls.__name__}.build_from", kwargs)
         temporal_pad = 0 if isinstance(module.padding, str) else module.padding[0]
         if module.padding_mode in ("reflect", "circular") and temporal_pad > 0:
             raise UnsupportedModuleError(

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from .base import StatefulModule, check_fill, in_place_ok
 from .conv import replicate_pad_time
-from .convert import UnsupportedModuleError, register
+from .convert import UnsupportedModuleError, check_build_kwargs, register
 
 __all__ = [
     "AdaptiveAvgPool2d",
@@ -163,7 +163,8 @@ class _ContinualPool(StatefulModule):
         return float(max(k - left - right, 1))
 
     @classmethod
-    def build_from(cls, module: nn.Module, temporal_fill: str = "zeros", **_: Any) -> _ContinualPool:
+    def build_from(cls, module: nn.Module, temporal_fill: str = "zeros", **kwargs: Any) -> _ContinualPool:
+        check_build_kwargs(f"{cls.__name__}.build_from", kwargs)
         kwargs = {
             name: getattr(module, name)
             for name in ("kernel_size", "stride", "padding", "dilation", "ceil_mode", "count_include_pad")
@@ -362,8 +363,9 @@ class _AdaptivePool(StatefulModule):
 
     @classmethod
     def build_from(
-        cls, module: nn.Module, temporal_window: int | None = None, temporal_fill: str = "zeros", **_: Any
+        cls, module: nn.Module, temporal_window: int | None = None, temporal_fill: str = "zeros", **kwargs: Any
     ) -> _AdaptivePool:
+        check_build_kwargs(f"{cls.__name__}.build_from", kwargs)  # e.g. the library's kernel_size: temporal_window
         return cls(module.output_size, temporal_window=temporal_window, temporal_fill=temporal_fill)
 
     def extra_repr(self) -> str:

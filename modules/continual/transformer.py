@@ -8,7 +8,9 @@ modules here have the parameters and ``state_dict`` keys of ``nn.TransformerEnco
 or a callable), and any number of layers.
 
 Layout is channels first: a clip is ``(B, E, T)``, a step ``(B, E)``. ``forward(clip)`` is the offline
-computation, equal to the nn module on the permuted clip (all ``T`` positions). Step outputs are windowed:
+computation, equal to the nn module's output on the permuted clip (all ``T`` positions; nn's layers also run
+their attention with ``need_weights=False``, and no attention weights are returned here either; with dropout in
+training mode each draws its own masks). Step outputs are windowed:
 ``None`` for the first ``n - 1`` steps (delay ``n - 1``), then the step at input index ``t`` returns
 ``nn(clip[:, :, t - n + 1 : t + 1])[:, :, -1]``, the newest position of the encoder applied to the last ``n``
 frames; they equal ``forward`` of the whole clip only when ``T == n``. ``forward_steps(clip)`` stacks those
@@ -47,7 +49,7 @@ from .attention import (
     single_query_attention,
 )
 from .base import CoModule, clone_state, store
-from .convert import register
+from .convert import check_build_kwargs, register
 
 __all__ = ["TransformerEncoder", "TransformerEncoderLayer"]
 
@@ -247,8 +249,10 @@ class TransformerEncoderLayer(CoModule, nn.Module):
     ) -> TransformerEncoderLayer:
         """The continual twin of ``module`` (same weights and keys) over a window of ``sequence_len`` steps.
 
-        ``module.batch_first`` may be either. Unknown keyword arguments are ignored.
+        ``module.batch_first`` may be either. The conversion keywords of other builders are ignored; other
+        keywords are refused.
         """
+        check_build_kwargs(f"{cls.__name__}.build_from", kwargs)
         if not isinstance(module, nn.TransformerEncoderLayer):
             raise TypeError(
                 f"TransformerEncoderLayer.build_from expects an nn.TransformerEncoderLayer, got {type(module).__name__}"
@@ -376,6 +380,7 @@ class TransformerEncoder(CoModule, nn.Module):
     @classmethod
     def build_from(cls, module: nn.TransformerEncoder, sequence_len: int, **kwargs: Any) -> TransformerEncoder:
         """The continual twin of ``module`` (same weights and keys) over a window of ``sequence_len`` steps."""
+        check_build_kwargs(f"{cls.__name__}.build_from", kwargs)
         if not isinstance(module, nn.TransformerEncoder):
             raise TypeError(
                 f"TransformerEncoder.build_from expects an nn.TransformerEncoder, got {type(module).__name__}"
@@ -393,6 +398,7 @@ def _convert_layer(
     **kwargs: Any,
 ) -> TransformerEncoderLayer:
     """``continual(nn.TransformerEncoderLayer, sequence_len=n, mode="single_output"|"retroactive")``."""
+    check_build_kwargs("continual(nn.TransformerEncoderLayer)", kwargs)
     return TransformerEncoderLayer.build_from(module, _needs_sequence_len(module, sequence_len), mode=mode)
 
 
@@ -400,6 +406,7 @@ def _convert_encoder(
     module: nn.TransformerEncoder, sequence_len: int | None = None, **kwargs: Any
 ) -> TransformerEncoder:
     """``continual(nn.TransformerEncoder, sequence_len=n)``."""
+    check_build_kwargs("continual(nn.TransformerEncoder)", kwargs)
     return TransformerEncoder.build_from(module, _needs_sequence_len(module, sequence_len))
 
 
