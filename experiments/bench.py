@@ -1,15 +1,19 @@
 """Benchmark clip models against their continual twins: ``python -m experiments.bench`` (``make bench-cox3d``).
 
-For each pair in ``configs/bench.yaml`` and each device, in one run: the clip model's clips/s and the twin's
-predictions/s at the same batch size, eager, compiled and (CUDA) replayed as a CUDA graph, and their ratios
-(``modules.profiling.speedup``). Both nets get the same treatment (``fold_bn`` folds BatchNorm in both). A pair's
-input is the clip model's registered input facts unless it gives ``input_shape``.
+For each pair in ``configs/bench.yaml``, device and batch size, in one run: the clip model's clips/s and the
+twin's predictions/s (B streams stepped at once), eager, on the default path (both compiled; the twin through
+``modules.continual.fast_step``) and (CUDA) as a CUDA graph, with the per-round ratios (median [min-max]) and
+the FLOP ratio (``modules.profiling.speedup``). Both nets get the same treatment (``fold_bn`` folds BatchNorm
+in both, as ``build(..., inference=True)`` does). Prints a table, writes ``bench.json`` and appends the rows to
+``history_file`` (CSV), so that figures over time can be drawn.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +23,10 @@ from omegaconf import DictConfig
 
 from experiments import utils
 from experiments.inputs import clip_input_shape
-from modules.continual import fold_batchnorm
 from modules.nets import build
-from modules.profiling.speedup import Timing, compare, format_table
+from modules.profiling.speedup import Timing, append_history, compare, format_table
 
 log = logging.getLogger(__name__)
-
-
-def _inference_net(name: str, fold_bn: bool) -> torch.nn.Module:
-    """The registered net in eval mode; with ``fold_bn`` its BatchNorms folded into the convs."""
-    net = build(name).eval()
-    return fold_batchnorm(net, inplace=True) if fold_bn else net
 
 
 def _timing(cfg: DictConfig, device: str) -> Timing:
@@ -38,14 +35,15 @@ def _timing(cfg: DictConfig, device: str) -> Timing:
     return Timing(
         warmup=int(cfg.warmup), rounds=int(cfg.rounds), round_seconds=float(cfg.round_seconds), compile=compiled,
         backend=str(cfg.compile_backend), options=options, cuda_graph=bool(cfg.cuda_graph),
+        compile_timeout_s=float(cfg.compile_timeout_s),
     )  # fmt: skip
 
 
-def bench_pair(pair: DictConfig, device: str, cfg: DictConfig) -> dict[str, Any]:
+def bench_pair(pair: DictConfig, device: str, batch_size: int, cfg: DictConfig) -> dict[str, Any]:
     fold_bn = bool(cfg.fold_bn)
     shape = pair.get("input_shape") or clip_input_shape(pair.clip)
-    clip_net, twin = _inference_net(pair.clip, fold_bn), _inference_net(pair.continual, fold_bn)
-    row = compare(clip_net, twin, list(shape), device, int(cfg.batch_size), _timing(cfg, device))
+    clip_net, twin = build(pair.clip, inference=fold_bn).eval(), build(pair.continual, inference=fold_bn).eval()
+    row = compare(clip_net, twin, list(shape), device, batch_size, _timing(cfg, device))
     return {"clip_model": pair.clip, "continual_model": pair.continual, "fold_bn": fold_bn, **row}
 
 
@@ -58,29 +56,47 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
         if device == "cuda" and not torch.cuda.is_available():
             log.info("no CUDA device here: skipping the cuda measurements")
             continue
-        for pair in cfg.pairs:
-            log.info(f"benchmarking {pair.clip} vs {pair.continual} on {device}")
-            rows.append(bench_pair(pair, device, cfg))
+        for batch_size in cfg.batch_sizes:
+            for pair in cfg.pairs:
+                log.info(f"benchmarking {pair.clip} vs {pair.continual} on {device}, batch {batch_size}")
+                rows.append(bench_pair(pair, device, int(batch_size), cfg))
     print(format_table(rows))
+    meta = {"date": dt.datetime.now().isoformat(timespec="seconds"), "commit": _commit(), "torch": torch.__version__}
     path = Path(cfg.output_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"torch": torch.__version__, "threads": torch.get_num_threads()}
-    path.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2) + "\n")
+    path.write_text(json.dumps({"meta": {**meta, "threads": torch.get_num_threads()}, "rows": rows}, indent=2) + "\n")
     log.info(f"wrote {path}")
+    if cfg.history_file:
+        append_history(rows, Path(cfg.history_file), {**meta, "rounds": int(cfg.rounds)})
     return rows
+
+
+def _commit() -> str | None:
+    """The repository's commit (``+dirty`` with uncommitted changes), None outside a git checkout."""
+    try:
+        dirty = "+dirty" if _git("status", "--porcelain", "-uno") else ""
+        return _git("rev-parse", "--short", "HEAD").strip() + dirty
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=True).stdout
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="bench.yaml")
 def main(cfg: DictConfig) -> None:
     rows = bench(cfg)
-    ratios = {"speedup": "eager", "speedup_compiled": "compiled", "speedup_graph": "CUDA graph", "speedup_best": "best"}
+    ratios = {"speedup": "eager", "speedup_default": "default", "speedup_best": "best"}
     headline = {
-        f"{r['clip_model']}/{r['continual_model']} {r['device']}": ", ".join(
+        f"{r['clip_model']}/{r['continual_model']} {r['device']} B={r['batch_size']}": ", ".join(
             f"{label} {r[key]:.3g}x" for key, label in ratios.items() if key in r
         )
+        + f" (FLOPs {r['flop_ratio']:.3g}x)"
         for r in rows
     }
-    utils.report_run("bench", cfg.paths.output_dir, {"results": cfg.output_file}, headline)
+    files = {"results": cfg.output_file, "history": cfg.history_file}
+    utils.report_run("bench", cfg.paths.output_dir, files, headline)
 
 
 if __name__ == "__main__":

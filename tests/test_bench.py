@@ -7,22 +7,25 @@ import pytest
 import torch
 
 from experiments.bench import main
+from modules.profiling.speedup import HISTORY_COLUMNS, append_history
 
 
 def test_bench_reports_rates_and_ratios(compose_cfg, tmp_path, capsys):
     pair = "[{clip: conv_stack, continual: co_conv_stack, input_shape: [3, 8, 16, 16]}]"
     # the eager backend checks the compiled path's plumbing without inductor's C++ compilation
-    overrides = [f"pairs={pair}", "devices=[cpu]", "rounds=2", "round_seconds=0.05", "warmup=1"]
-    overrides.append("compile_backend=eager")
+    history = tmp_path / "history.csv"
+    overrides = [f"pairs={pair}", "devices=[cpu]", "rounds=3", "round_seconds=0.05", "warmup=1", "batch_sizes=[1,2]"]
+    overrides += ["compile_backend=eager", f"history_file={history}"]
     cfg = compose_cfg("bench.yaml", overrides)
     main(cfg)
     saved = json.loads((tmp_path / "run" / "bench.json").read_text())
-    (row,) = saved["rows"]
+    row, batched = saved["rows"]
+    assert (row["batch_size"], batched["batch_size"]) == (1, 2)
     assert row["clips_per_s"] > 0 and row["frames_per_s"] > 0
-    assert row["speedup"] == row["frames_per_s"] / row["clips_per_s"]
-    assert row["speedup_compiled"] == row["frames_per_s_compiled"] / row["clips_per_s_compiled"]
-    best = max(row["frames_per_s"], row["frames_per_s_compiled"]) / max(row["clips_per_s"], row["clips_per_s_compiled"])
-    assert row["speedup_best"] == best
+    for ratio in ("speedup", "speedup_compiled", "speedup_best", "speedup_default"):
+        # a median over the rounds of the ratio taken within each round, with its range
+        assert row[f"{ratio}_min"] <= row[ratio] <= row[f"{ratio}_max"]
+    assert row["default_path"] == "compiled" and row["speedup_default"] == row["speedup_compiled"]
     assert abs(row["flop_ratio"] - 8.0) < 0.1  # 8-frame clip vs one frame of the same convs
     assert row["continual_model"] == "co_conv_stack"
     for rate in ("clips_per_s", "frames_per_s", "clips_per_s_compiled", "frames_per_s_compiled"):
@@ -32,8 +35,21 @@ def test_bench_reports_rates_and_ratios(compose_cfg, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "bench finished; run directory: run\n" in printed
     assert re.search(r"^  results\s+run/bench\.json$", printed, re.MULTILINE)
-    speedups = f"eager {row['speedup']:.3g}x, compiled {row['speedup_compiled']:.3g}x, best {row['speedup_best']:.3g}x"
-    assert re.search(rf"^  conv_stack/co_conv_stack cpu\s+{re.escape(speedups)}$", printed, re.MULTILINE)
+    speedups = f"eager {row['speedup']:.3g}x, default {row['speedup_default']:.3g}x, best {row['speedup_best']:.3g}x"
+    speedups += f" (FLOPs {row['flop_ratio']:.3g}x)"
+    assert re.search(rf"^  conv_stack/co_conv_stack cpu B=1\s+{re.escape(speedups)}$", printed, re.MULTILINE)
+    lines = history.read_text().splitlines()
+    assert lines[0].split(",") == HISTORY_COLUMNS and len(lines) == 3
+    main(cfg)  # a second run appends, never overwrites
+    assert len(history.read_text().splitlines()) == 5
+
+
+def test_a_history_file_of_another_layout_is_refused(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text("a,b\n1,2\n")
+    with pytest.raises(ValueError, match="not a bench history"):
+        append_history([{"clip_model": "x"}], path, {})
+    assert path.read_text() == "a,b\n1,2\n"
 
 
 def test_a_prediction_takes_the_output_of_whichever_step_emits():

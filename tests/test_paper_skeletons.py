@@ -130,7 +130,7 @@ def test_bench_pairs_are_registered_twins_on_one_input(compose_cfg) -> None:
     cfg = compose_cfg("bench_skeletons.yaml")
     pairs = [(p.clip, p.continual) for p in cfg.pairs]
     assert pairs == [("st_gcn", "cost_gcn_mod"), ("st_gcn_mod", "cost_gcn_mod"), ("st_gcn", "cost_gcn")]
-    assert cfg.batch_size == 1 and cfg.compile and "cpu" in cfg.devices  # the rest as bench.yaml
+    assert list(cfg.batch_sizes) == [1] and cfg.compile and "cpu" in cfg.devices  # the rest as bench.yaml
     for pair in cfg.pairs:
         assert {pair.clip, pair.continual} <= set(list_models())
         assert clip_input_shape(pair.clip) == clip_input_shape(pair.continual) == (3, 300, 25, 2)

@@ -193,4 +193,4 @@ def test_collect_reads_test_runs_and_says_what_it_leaves_out(tmp_path: Path, cap
 def test_bench_pairs_are_the_b1_and_b2_twins_at_batch_1(compose_cfg) -> None:
     cfg = compose_cfg("bench_transformers.yaml")
     assert [(p.clip, p.continual) for p in cfg.pairs] == [("oadtr_b1", "cooadtr_b1"), ("oadtr_b2", "cooadtr_b2")]
-    assert cfg.batch_size == 1 and cfg.compile and list(cfg.devices) == ["cpu", "cuda"] and not cfg.fold_bn
+    assert list(cfg.batch_sizes) == [1] and cfg.compile and list(cfg.devices) == ["cpu", "cuda"] and not cfg.fold_bn

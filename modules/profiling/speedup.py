@@ -1,48 +1,62 @@
 """A clip model against its continual twin, measured in one run: ``compare(clip_net, twin, input_shape, ...)``.
 
-For one device: the clip model's clips/s on ``(B, *input_shape)`` and the twin's predictions/s (frames/s for a
-temporal stride of 1; warmed-up ``forward_step`` calls), both at batch ``B``, each call including the host→device
-input copy and the device→host output copy; their ratio is the speed-up per prediction.
+For one device and batch size ``B``: the clip model's clips/s on ``(B, *input_shape)`` and the twin's
+predictions/s (frames/s for a temporal stride of 1; warmed-up steps of ``B`` streams), each call including the
+host→device input copy and the device→host output copy; their ratio is the speed-up per prediction.
 
-Variants, each timed where asked for: ``compile`` times both nets compiled by inductor, the same treatment for
-each (``torch.compile`` for the clip model, ``modules.continual.CompiledStep`` for the twin's step;
-``speedup_compiled``); ``cuda_graph`` on CUDA times the twin's step replayed as a CUDA graph (``CudaGraphStep``,
-and the compiled step as a CUDA graph when compiling). ``speedup_best`` divides the twin's best rate by the clip
-model's best rate. All variants are timed interleaved (``timing.time_interleaved``), after untimed warm-up calls
-(compilation included).
+Variants, each timed where asked for: eager (``speedup``); ``compile``: the default path, both nets compiled by
+inductor (``torch.compile`` for the clip model, ``modules.continual.fast_step`` for the twin, which is what a user
+gets: a ``CompiledStep`` when compilation finishes within ``compile_timeout_s``, else eager;
+``speedup_compiled``); ``cuda_graph`` on CUDA: the twin's step replayed as a CUDA graph (``speedup_graph``).
+``speedup_default`` is the ratio of the default path (compiled where it compiled, else eager; ``default_path``
+says which) and ``speedup_best`` divides the twin's best rate by the clip model's best rate.
+
+All variants are timed interleaved (``timing.time_rounds``) after untimed warm-up calls (compilation included).
+Rates are medians of the per-call rates (with IQR and call counts); every ratio is taken within each round (both
+nets timed in the same stretch of the machine's time) and reported as the median over rounds with its min and max.
 """
 
 from __future__ import annotations
 
 import copy
+import csv
 import logging
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from modules.continual import CompiledStep, CudaGraphStep
+from modules.continual import CompiledStep, CudaGraphStep, fast_step
 from modules.continual.replay import warm_until_output
 
 from . import timing
 from .profile import profile_model
 
-__all__ = ["Timing", "compare", "format_table"]
+__all__ = ["HISTORY_COLUMNS", "RATIOS", "Timing", "append_history", "compare", "format_table"]
 
 log = logging.getLogger(__name__)
 
 Predict = Callable[[], Any]
 CLIP_RATES = ("clips_per_s", "clips_per_s_compiled")
 FRAME_RATES = ("frames_per_s", "frames_per_s_compiled", "frames_per_s_graph", "frames_per_s_compiled_graph")
+#: ratio name -> (twin's rate, clip model's rate); "best" takes the best of each side within a round
+RATIOS = {
+    "speedup": ("frames_per_s", "clips_per_s"),
+    "speedup_compiled": ("frames_per_s_compiled", "clips_per_s_compiled"),
+    "speedup_graph": ("frames_per_s_graph", "clips_per_s"),
+}
 
 
 @dataclass(frozen=True)
 class Timing:
     """How to time: ``warmup`` untimed calls per variant, then ``rounds`` interleaved rounds of ``round_seconds``;
-    ``compile`` adds the inductor-compiled variants (``backend``, ``options`` for both nets); ``cuda_graph`` the
-    CUDA-graph replay of the twin's step (CUDA only, temporal stride 1)."""
+    ``compile`` adds the compiled variants (``backend``, ``options`` for both nets; the twin's compilation falls
+    back to eager after ``compile_timeout_s``); ``cuda_graph`` the CUDA-graph replay of the twin's step (CUDA only,
+    temporal stride 1)."""
 
     warmup: int = 3
     rounds: int = 5
@@ -51,6 +65,7 @@ class Timing:
     backend: str = "inductor"
     options: dict[str, Any] = field(default_factory=dict)
     cuda_graph: bool = True
+    compile_timeout_s: float = 600.0
 
 
 def _stepper(step: Callable[[torch.Tensor], Any], host_step: torch.Tensor, dev: torch.device, steps: int) -> Predict:
@@ -69,47 +84,79 @@ def _stepper(step: Callable[[torch.Tensor], Any], host_step: torch.Tensor, dev: 
     return predict
 
 
+def _warmed(stepper: Callable[[torch.Tensor], Any], step: torch.Tensor, delay: int) -> Callable[[torch.Tensor], Any]:
+    """``stepper`` fed ``step`` until its stream emits (a fresh stream: ``delay + 1`` steps)."""
+    for _ in range(delay + 1):
+        if stepper(step) is not None:
+            return stepper
+    raise RuntimeError(f"{type(stepper).__name__} emitted nothing in delay + 1 = {delay + 1} steps")
+
+
 def _variants(clip_net: nn.Module, twin: nn.Module, host_clip: torch.Tensor, dev: torch.device, how: Timing) -> dict:
-    """Rate name -> one prediction, for every variant asked for and possible on ``dev``."""
+    """Rate name -> one prediction, for every variant asked for and possible on ``dev``; ``default_path`` -> how
+    the default path runs."""
     host_step = host_clip[:, :, 0]
     steps = int(twin.stride[0])
     twin.clean_state()
     warm_until_output(twin, host_step.to(dev))  # every later block of `steps` steps ends on an output
-    calls = {
+    calls: dict[str, Any] = {
         "clips_per_s": lambda: clip_net(host_clip.to(dev, non_blocking=True)).to("cpu"),
         "frames_per_s": _stepper(twin.forward_step, host_step, dev, steps),
     }
     options = how.options or None  # the same settings for both nets
+    default = "eager (compile=false)"
     if how.compile:
         clip_fn = torch.compile(clip_net, backend=how.backend, dynamic=False, options=options)
         calls["clips_per_s_compiled"] = lambda: clip_fn(host_clip.to(dev, non_blocking=True)).to("cpu")
-        # each variant steps its own copy: a CompiledStep or CudaGraphStep owns its net's stream
-        step = CompiledStep(copy.deepcopy(twin), host_step.to(dev), backend=how.backend, options=options)
-        calls["frames_per_s_compiled"] = _stepper(step, host_step, dev, steps)
+        # each variant steps its own copy: a compiled stepper owns its net's stream
+        fast = fast_step(copy.deepcopy(twin), host_step.to(dev), True, how.compile_timeout_s, how.backend, options)
+        default = "compiled" if fast.compiled else f"eager ({fast.reason})"
+        if fast.compiled:
+            calls["frames_per_s_compiled"] = _stepper(
+                _warmed(fast, host_step.to(dev), fast.delay), host_step, dev, steps
+            )
     if dev.type == "cuda" and how.cuda_graph and steps == 1:
         calls["frames_per_s_graph"] = _stepper(CudaGraphStep(copy.deepcopy(twin), host_step.cuda()), host_step, dev, 1)
         if how.compile:
             twin_copy = copy.deepcopy(twin)
             step = CompiledStep(twin_copy, host_step.cuda(), backend=how.backend, cuda_graph=True, options=options)
             calls["frames_per_s_compiled_graph"] = _stepper(step, host_step, dev, 1)
-    return calls
+    return {"calls": calls, "default_path": default}
 
 
 def _rates(calls: dict[str, Predict], batch: int, dev: torch.device, how: Timing) -> dict[str, Any]:
     """``name`` (the median of the per-call rates), ``name_iqr``, ``name_calls`` and ``name_busy``
-    (``timing.throughput_stats``) for each call."""
+    (``timing.throughput_stats``) for each call, and the ratios of ``RATIOS`` taken per round."""
     with torch.inference_mode():  # as a deployed stream runs (CompiledStep leaves it for its own programs)
         for name, fn in calls.items():
             spent = timing.warm_up(fn, max(1, how.warmup))  # the first call compiles, for compiled variants
             log.info(f"  {name}: warm-up (compilation included) {spent:.1f} s")
-        seconds = timing.time_interleaved(calls, dev, how.rounds, how.round_seconds)
+        seconds = timing.time_rounds(calls, dev, how.rounds, how.round_seconds)
     rates: dict[str, Any] = {}
-    for name, samples in seconds.items():
-        stats = timing.throughput_stats(samples, batch)
+    for name, per_round in seconds.items():
+        stats = timing.throughput_stats([s for one in per_round for s in one], batch)
         rates[name] = stats["throughput_median"]
         rates.update({f"{name}_{k}": stats[f"throughput_{k}"] for k in ("iqr", "busy")})
         rates[f"{name}_calls"] = stats["timed_calls"]
+    round_rates = {name: [batch * len(r) / sum(r) for r in per_round] for name, per_round in seconds.items()}
+    rates.update(_round_ratios(round_rates))
     return rates
+
+
+def _round_ratios(round_rates: dict[str, list[float]]) -> dict[str, float]:
+    """Each ratio of ``RATIOS`` (and ``speedup_best``) within each round: median, min and max over rounds."""
+    per_round: dict[str, list[float]] = {
+        ratio: [f / c for f, c in zip(round_rates[frames], round_rates[clips])]
+        for ratio, (frames, clips) in RATIOS.items()
+        if frames in round_rates and clips in round_rates
+    }
+    frames = [round_rates[k] for k in FRAME_RATES if k in round_rates]
+    clips = [round_rates[k] for k in CLIP_RATES if k in round_rates]
+    per_round["speedup_best"] = [max(f) / max(c) for f, c in zip(zip(*frames), zip(*clips))]
+    out: dict[str, float] = {}
+    for ratio, values in per_round.items():
+        out.update({ratio: statistics.median(values), f"{ratio}_min": min(values), f"{ratio}_max": max(values)})
+    return out
 
 
 def compare(
@@ -125,48 +172,83 @@ def compare(
     how = how or Timing()
     dev = torch.device(device)
     clip_net, twin = clip_net.to(dev).eval(), twin.to(dev).eval()
-    # FLOPs (and the device name) from the profiler; the rates come from the interleaved timing below
+    # FLOPs from the profiler; the rates come from the interleaved timing below
     counts = {"batch_size": batch_size, "device": dev, "warmup": 0, "repeats": 1, "min_time_s": 0.0}
     clip = profile_model(clip_net, mode="clip", input_shape=input_shape, **counts)
     frame = profile_model(twin, mode="frame", input_shape=input_shape, **counts)
     row: dict[str, Any] = {
         "device": str(dev),
-        "device_name": clip["device_name"],
+        "device_name": timing.machine_name(dev),
         "batch_size": batch_size,
         "clip_gflops": clip["gflops_per_prediction"],
         "frame_gflops": frame["gflops_per_prediction"],
         "flop_ratio": clip["gflops_per_prediction"] / frame["gflops_per_prediction"],
     }
     with torch.no_grad():
-        calls = _variants(clip_net, twin, torch.randn(batch_size, *input_shape), dev, how)
-    row.update(_rates(calls, batch_size, dev, how))
-    row["speedup"] = row["frames_per_s"] / row["clips_per_s"]
-    if "frames_per_s_compiled" in row:
-        row["speedup_compiled"] = row["frames_per_s_compiled"] / row["clips_per_s_compiled"]
-    if "frames_per_s_graph" in row:
-        row["speedup_graph"] = row["frames_per_s_graph"] / row["clips_per_s"]
-    # each net at its fastest measured setting (eager, compiled, CUDA graph): the ratio a user gets
-    best_frames = max(row[k] for k in FRAME_RATES if k in row)
-    row["speedup_best"] = best_frames / max(row[k] for k in CLIP_RATES if k in row)
+        variants = _variants(clip_net, twin, torch.randn(batch_size, *input_shape), dev, how)
+    row["default_path"] = variants["default_path"]
+    row.update(_rates(variants["calls"], batch_size, dev, how))
+    key = "speedup_compiled" if row["default_path"] == "compiled" else "speedup"
+    row.update({f"speedup_default{k}": row[f"{key}{k}"] for k in ("", "_min", "_max")})
     return row
 
 
+_RATIO_COLUMNS = [f"{r}{k}" for r in (*RATIOS, "speedup_default", "speedup_best") for k in ("", "_min", "_max")]
+#: the columns of a bench history CSV (one row per pair, device and batch size of a run), in order
+HISTORY_COLUMNS = [
+    "date", "commit", "torch", "device_name", "device", "clip_model", "continual_model", "batch_size", "rounds",
+    "default_path", *CLIP_RATES, *FRAME_RATES, "frames_per_s_onnx", *_RATIO_COLUMNS, "flop_ratio",
+]  # fmt: skip
+
+
+def append_history(rows: list[dict[str, Any]], path: Path, meta: dict[str, Any]) -> None:
+    """Append ``rows`` (with ``meta``: date, commit, torch, rounds) to the CSV at ``path`` in ``HISTORY_COLUMNS``
+    (blank where a row lacks a measurement); refuses a file with other columns rather than mixing layouts."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists() and path.stat().st_size:
+        with path.open(newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != HISTORY_COLUMNS:
+            raise ValueError(
+                f"{path} has the columns {header}, not a bench history's {HISTORY_COLUMNS}: pass another "
+                "history_file (or move the old one aside)"
+            )
+    new = not path.exists() or not path.stat().st_size
+    with path.open("a", newline="") as f:
+        writer = csv.DictWriter(f, HISTORY_COLUMNS, extrasaction="ignore")
+        if new:
+            writer.writeheader()
+        writer.writerows({**meta, **row} for row in rows)
+    log.info(f"appended {len(rows)} rows to {path}")
+
+
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """Rates and ratios: eager, compiled (both nets by inductor) and, on CUDA, the twin replayed as a CUDA graph.
+    """Rates and ratios (median over rounds [min-max]): eager, compiled (both nets by inductor; the default path
+    where it compiled), the default path, the best of each net, the FLOP ratio; on CUDA the CUDA-graph step.
     Rows name their pair in ``clip_model`` and ``continual_model``."""
-    head = f"{'pair':<26} {'device':<7} {'clips/s':>9} {'frames/s':>9} {'ratio':>6}"
-    head += (
-        f" {'compiled c/s':>12} {'f/s':>8} {'ratio':>6} {'graph f/s':>10} {'ratio':>6} {'best':>6} {'FLOP ratio':>10}"
-    )
+    width = max((len(f"{r['clip_model']}/{r['continual_model']}") for r in rows), default=4)
+    head = f"{'pair':<{width}} {'device':<6} {'B':>3} {'clips/s':>8} {'frames/s':>9} {'eager ratio':>18}"
+    head += f" {'comp. c/s':>9} {'f/s':>8} {'compiled ratio':>18} {'graph f/s':>9}"
+    head += f" {'default':>7} {'best':>6} {'FLOP':>6}"
     lines = [head]
     for r in rows:
-        line = f"{r['clip_model'] + '/' + r['continual_model']:<26} {r['device']:<7} {r['clips_per_s']:>9.2f} "
-        line += f"{r['frames_per_s']:>9.2f} {r['speedup']:>6.2f} "
-        line += _cells(r, ("clips_per_s_compiled", 12), ("frames_per_s_compiled", 8), ("speedup_compiled", 6))
+        pair = f"{r['clip_model']}/{r['continual_model']}"
+        line = f"{pair:<{width}} {r['device']:<6} {r['batch_size']:>3} "
+        line += f"{r['clips_per_s']:>8.2f} {r['frames_per_s']:>9.1f} "
+        line += f"{_ratio(r, 'speedup'):>18} "
+        line += _cells(r, ("clips_per_s_compiled", 9), ("frames_per_s_compiled", 8))
+        line += f" {_ratio(r, 'speedup_compiled'):>18} "
         graph = max((r[k] for k in ("frames_per_s_graph", "frames_per_s_compiled_graph") if k in r), default=None)
-        line += " " + (f"{graph:>10.1f} {graph / r['clips_per_s']:>6.2f}" if graph else " " * 17)
-        lines.append(f"{line} {r['speedup_best']:>6.2f} {r['flop_ratio']:>10.1f}")
+        line += f"{graph:>9.1f}" if graph else " " * 9
+        lines.append(f"{line} {r['speedup_default']:>7.2f} {r['speedup_best']:>6.2f} {r['flop_ratio']:>6.1f}")
     return "\n".join(lines)
+
+
+def _ratio(row: dict[str, Any], key: str) -> str:
+    """``median [min-max]`` of a per-round ratio, blank where the row lacks it."""
+    if key not in row:
+        return ""
+    return f"{row[key]:.2f} [{row[key + '_min']:.2f}-{row[key + '_max']:.2f}]"
 
 
 def _cells(row: dict[str, Any], *columns: tuple[str, int]) -> str:

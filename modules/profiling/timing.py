@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import platform
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -155,16 +156,43 @@ def time_interleaved(
     """Seconds per call of each of ``calls``, timed in ``rounds`` interleaved rounds of at least ``round_seconds``
     (and two calls) each, so that a machine whose speed drifts during the run (a shared VM) slows all of them
     alike. Warm the calls up first (``warm_up``)."""
+    per_round = time_rounds(calls, device, rounds, round_seconds, clock)
+    return {name: [s for one in rounds_ for s in one] for name, rounds_ in per_round.items()}
+
+
+def time_rounds(
+    calls: Mapping[str, Callable[[], Any]],
+    device: torch.device,
+    rounds: int,
+    round_seconds: float,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[list[float]]]:
+    """``time_interleaved``, the seconds of each call kept per round: ``{name: [[s, ...] per round]}``, so that a
+    ratio of two calls can be taken within each round (both timed in the same stretch of the machine's time)."""
     sync = _synchronizer(device)
-    seconds: dict[str, list[float]] = {name: [] for name in calls}
+    seconds: dict[str, list[list[float]]] = {name: [] for name in calls}
     for _ in range(rounds):
         for name, fn in calls.items():
-            spent = 0.0
-            while spent < round_seconds or len(seconds[name]) < 2:
+            spent, this_round = 0.0, []
+            while spent < round_seconds or len(this_round) < 2:
                 sync()
                 start = clock()
                 fn()
                 sync()
-                seconds[name].append(clock() - start)
-                spent += seconds[name][-1]
+                this_round.append(clock() - start)
+                spent += this_round[-1]
+            seconds[name].append(this_round)
     return seconds
+
+
+def machine_name(device: torch.device) -> str:
+    """The device's model name and, on CPU, the cores torch uses: e.g. ``AMD EPYC 7B13 (2 threads)``."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or "cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+    except OSError:
+        pass
+    return f"{model} ({torch.get_num_threads()} threads)"
