@@ -46,7 +46,7 @@ def test_a_tensor_constant_moves_with_the_module_and_is_not_saved() -> None:
     half = add.to(torch.float64)
     assert half.value.dtype == torch.float64
     assert repr(co.Multiply(2)) == "Multiply(2)" and repr(add) == "Add((1, 2, 1) tensor)"
-    with pytest.raises(TypeError, match="Add takes a number or a tensor, got str"):
+    with pytest.raises(TypeError, match=r"Add takes a number or a tensor, got str"):
         co.Add("1")
 
 
@@ -90,7 +90,7 @@ def test_dispatch_behind_stateful_branches_steps_like_the_clip() -> None:
 def test_parallel_dispatch_refusals() -> None:
     with pytest.raises(ValueError, match=r"ParallelDispatch: 1.0 in \[1.0, 'nah'\] is not a stream index"):
         co.ParallelDispatch([1.0, "nah"])
-    with pytest.raises(IndexError, match="stream 2 does not exist among 2 input streams"):
+    with pytest.raises(IndexError, match=r"stream 2 does not exist among 2 input streams"):
         co.ParallelDispatch([2, 0]).forward_step([torch.zeros(1), torch.ones(1)])
     assert co.ParallelDispatch([1, 0]).forward_step(None) is None  # a warming-up stream passes through
 
@@ -107,7 +107,7 @@ def test_reshape_keeps_time_on_dim_2() -> None:
     assert repr(co.Reshape((2, 20), contiguous=True)) == "Reshape((2, 20), contiguous=True)"
     with pytest.raises(ValueError, match=r"turns the batch of 2 streams of step \(2, 3, 4, 2\) into 1"):
         co.Reshape(1, -1).forward_step(clip[:, :, 0])
-    with pytest.raises(ValueError, match="at least batch and channels"):
+    with pytest.raises(ValueError, match=r"at least batch and channels"):
         co.Reshape(-1)
 
 
@@ -125,9 +125,9 @@ def test_lambda_per_mode_functions() -> None:
     only_step = co.Lambda(lambda x: x * 2, forward_step_only_fn=lambda x: x * 3)
     torch.testing.assert_close(only_step(x), x * 2)  # fn serves the modes without their own function
     torch.testing.assert_close(only_step.forward_step(x[:, :, 0]), x[:, :, 0] * 3)
-    with pytest.raises(ValueError, match="Lambda needs fn, or a function for every call mode: forward_steps_only_fn"):
+    with pytest.raises(ValueError, match=r"Lambda needs fn, or a function for every call mode: forward_steps_only_fn"):
         co.Lambda(forward_only_fn=torch.relu, forward_step_only_fn=torch.relu)
-    with pytest.raises(TypeError, match="Lambda: fn must be callable"):
+    with pytest.raises(TypeError, match=r"Lambda: fn must be callable"):
         co.Lambda(3)
 
 

@@ -82,7 +82,7 @@ def test_an_initial_hidden_state_as_in_torch() -> None:
     h0, c0 = torch.randn(2, 2, 4), torch.randn(2, 2, 4)
     with torch.no_grad():
         want = _torch_output(reference, clip, (h0, c0))
-        out, (h_n, c_n) = layer(clip, (h0, c0), return_hidden=True)
+        out, (_, c_n) = layer(clip, (h0, c0), return_hidden=True)
         torch.testing.assert_close(out, want, atol=0, rtol=0)
         layer.set_state((h0, c0))  # continual-inference's set_state(h0) form
         torch.testing.assert_close(layer.forward_steps(clip), want, atol=1e-6, rtol=0)
@@ -111,9 +111,9 @@ def test_dropout_is_off_in_eval_and_batch_first_changes_nothing() -> None:
 
 
 def test_refusals_name_the_fix() -> None:
-    with pytest.raises(ValueError, match="bidirectional recurrent layer.*use bidirectional=False"):
+    with pytest.raises(ValueError, match=r"bidirectional recurrent layer.*use bidirectional=False"):
         co.RNN(3, 4, bidirectional=True)
-    with pytest.raises(TypeError, match="GRU.build_from got hidden_size=8"):
+    with pytest.raises(TypeError, match=r"GRU.build_from got hidden_size=8"):
         co.GRU.build_from(nn.GRU(3, 4), hidden_size=8)
     layer = co.RNN(3, 4)
     with pytest.raises(ValueError, match=r"RNN.forward expects a clip \(B, C=3, T\), got \(2, 3\)"):
@@ -121,7 +121,7 @@ def test_refusals_name_the_fix() -> None:
     with pytest.raises(ValueError, match=r"RNN.forward_step expects a step \(B, C=3\), got \(2, 5\)"):
         layer.forward_step(torch.randn(2, 5))
     layer.forward_step(torch.randn(2, 3))
-    with pytest.raises(ValueError, match="batch size 3 vs 2"):
+    with pytest.raises(ValueError, match=r"batch size 3 vs 2"):
         layer.forward_steps(torch.randn(3, 3, 4))
 
 
