@@ -11,6 +11,7 @@
 """
 
 from .conventions import CONVENTIONS, FlopCounter, count_flops, ptflops_term, register_pool_like
+from .counters import FvcoreStep, fvcore_handles, fvcore_step_analysis, ptflops_custom_hooks, visible_steps
 from .macs import MacCounter, count_macs
 from .memory import peak_live_bytes, peak_memory
 from .profile import count_params, profile_model
@@ -19,17 +20,22 @@ from .timing import throughput_stats, time_calls, time_interleaved, warm_up
 __all__ = [
     "CONVENTIONS",
     "FlopCounter",
+    "FvcoreStep",
     "MacCounter",
     "count_flops",
     "count_macs",
     "count_params",
+    "fvcore_handles",
+    "fvcore_step_analysis",
     "peak_live_bytes",
     "peak_memory",
     "profile_model",
+    "ptflops_custom_hooks",
     "ptflops_term",
     "register_pool_like",
     "throughput_stats",
     "time_calls",
     "time_interleaved",
+    "visible_steps",
     "warm_up",
 ]
