@@ -5,7 +5,7 @@ names the difference (see paper/migrating-from-continual-inference.md).
 
 Library test files left out, with the reason:
 * test_about.py, test_logging.py: the library's package metadata and its log-once logger;
-* test_utils.py: ``temporary_parameter``, an internal helper of the library;
+* test_utils.py: ``temporary_parameter``, an internal utility of the library;
 * test_onnx.py: export of the library's flattened state tuple through TorchScript to ONNX; this core's export
   is ``co.export`` (tests/continual/test_export.py);
 * test_ptflops.py (and the ptflops parts of test_transformer.py, test_*_mha.py): counts under the library's
