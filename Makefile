@@ -101,6 +101,12 @@ data-moving-digits: install ## generate the Moving Digits mp4s ahead of time und
 demo: install ## Moving Digits end to end on CPU: train X3D-tiny, evaluate it as CoX3D-tiny (clip + frame), profile both (~5 min) -> outputs/demo/<date>/<time>/{results.csv,acc_vs_flops.png}
 	$(PY) -m experiments.demo $(ARGS)
 
+# stream: the video it classifies; default an untrimmed Moving Digits stream under DATA_DIR, rendered on first use
+STREAM_VIDEO = $(or $(VIDEO),$${DATA_DIR:-data}/moving_digits_stream.mp4)
+.PHONY: stream
+stream: install ## classify a video frame by frame, in real time, with the newest `make demo` run's CoX3D-tiny, compiled, CPU (VIDEO=<file.mp4|frames dir>; default: 6 generated Moving Digits actions in a row) (~1 min) -> outputs/stream/<date>/<time>/{predictions.csv,stream.json,predictions.png}
+	$(PY) -m experiments.stream experiment=cox3d_tiny_moving_digits demo_checkpoint=true video=$(STREAM_VIDEO)$(if $(VIDEO),, generate=true) num_threads=1 $(ARGS)
+
 train-cox3d: install ## train CoX3D-S on Kinetics-400 (DATA=moving_digits: CoX3D-tiny on Moving Digits); ARGS pass through -> outputs/train/...
 	$(PY) -m experiments.train experiment=$(COX3D_$(DATA)) $(ARGS)
 
