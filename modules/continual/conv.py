@@ -51,8 +51,9 @@ def _pointwise_conv(x: Tensor, w: Tensor) -> Tensor:
 def _cache_key(kind: str, w: Tensor) -> tuple[Any, ...] | None:
     """What identifies a derived copy of the weight ``w``, or None when it must not be cached: autograd may need a
     fresh graph, or ``w`` is an inference tensor (built under ``torch.inference_mode``), which has no version
-    counter to reveal in-place updates (e.g. ``load_state_dict`` under inference mode)."""
-    if (torch.is_grad_enabled() and w.requires_grad) or w.is_inference():
+    counter to reveal in-place updates (e.g. ``load_state_dict`` under inference mode). Nor while torch.export or
+    torch.compile traces: ``w`` is then a fake tensor without data (and a constant of the traced program)."""
+    if (torch.is_grad_enabled() and w.requires_grad) or w.is_inference() or torch.compiler.is_compiling():
         return None
     # data_ptr catches a replaced weight, the version counter an in-place update.
     return (kind, w.data_ptr(), w._version, w.dtype, w.device)
