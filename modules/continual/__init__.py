@@ -29,6 +29,7 @@ from .container import (
 from .conv import Conv1d, Conv2d, Conv3d
 from .convert import UnsupportedModuleError, continual, register
 from .delay import Delay, Skip
+from .export import ExportedStep, ExportError, OnnxStepRunner, TorchExportRunner, export
 from .fast import EagerStep, fast_step
 from .fold import fold_batchnorm
 from .linear import Linear
@@ -76,6 +77,8 @@ __all__ = [
     "CudaGraphStep",
     "Delay",
     "EagerStep",
+    "ExportError",
+    "ExportedStep",
     "Identity",
     "Lambda",
     "Linear",
@@ -84,6 +87,7 @@ __all__ = [
     "MaxPool3d",
     "Multiply",
     "One",
+    "OnnxStepRunner",
     "Parallel",
     "ParallelDispatch",
     "RecyclingPositionalEncoding",
@@ -96,12 +100,14 @@ __all__ = [
     "Skip",
     "StatefulModule",
     "StepLocal",
+    "TorchExportRunner",
     "TransformerEncoder",
     "TransformerEncoderLayer",
     "UnsupportedModuleError",
     "Zero",
     "call_mode",
     "continual",
+    "export",
     "fast_step",
     "fold_batchnorm",
     "forward_stepping",
