@@ -2,23 +2,28 @@
 
 Neither counter knows continual layers out of the box:
 
-* **ptflops** (``get_model_complexity_info``, pytorch backend) hooks modules whose *exact* type is in its
-  ``MODULES_MAPPING``; ``co.Conv3d``, ``co.AvgPool3d``, ``co.Linear`` and the step-capable copies of BatchNorm and
-  ReLU that ``co.continual`` makes are subclasses, so every continual layer counts 0 (and so does a subclass such
-  as a channels-first ``nn.Linear``). In step mode it fails outright: containers call their children's
-  ``forward_step`` directly and ``net(step)`` under ``co.call_mode("forward_step")`` dispatches straight to
-  ``forward_step``, so no forward hook fires, not even the batch counter on the net (ptflops divides by it and
-  returns ``(None, None)``).
-* **fvcore** (``FlopCountAnalysis``) traces with ``torch.jit`` and counts aten ops, so a clip counts right. A
-  step traces too, but the trace keeps only the ops the step's *output* depends on: work whose result only enters
-  the state (a delayed shortcut projection, a stride's skipped outputs) is dropped as dead code, so a step is
-  under-counted (CoX3D-S: the four strided 1x1x1 shortcut convs). The children's per-module counts are 0 (fvcore
-  scopes modules with hooks, which ``forward_step`` calls bypass), its ``aten::matmul`` rule drops the batch of a
-  broadcast product (a continual 1x1 conv's step is ``W @ x``), and it has no rule for
-  ``scaled_dot_product_attention``. The trace also runs lazily, at the first ``total()``, so a ``call_mode``
-  context left before then traces ``net(step)`` as a clip.
+* **ptflops** (``get_model_complexity_info``, its default pytorch backend) hooks modules whose *exact* type is in
+  its ``MODULES_MAPPING``. ``co.Conv3d``, ``co.AvgPool3d``, ``co.Linear`` and the step-capable copies of BatchNorm
+  and ReLU that ``co.continual`` makes are subclasses, so every continual layer counts 0 (so does a subclass such as
+  a channels-first ``nn.Linear``). A step fails outright: containers call their children's ``forward_step``
+  directly and ``net(step)`` under ``co.call_mode("forward_step")`` dispatches straight to ``forward_step``, so no
+  forward hook fires, not even ptflops' batch counter on the net; ptflops divides by that count of 0 and returns
+  ``(None, None)``.
+* **fvcore** (``FlopCountAnalysis``) traces with ``torch.jit`` and counts aten ops, so a clip counts right. A step
+  traces too, but the trace keeps only the ops that the step's *output* depends on: work whose result only enters
+  the state is dropped as dead code, so a step is under-counted (CoX3D-S: its four strided 1x1x1 shortcut
+  projections, which reach the output one step later through a delay) and a step that emits nothing counts 0.
+  Per-module counts of the children are 0 (fvcore scopes modules with hooks, which ``forward_step`` calls bypass),
+  its ``aten::matmul`` rule drops the batch of a broadcast second factor (a continual 1x1 conv steps as ``W @ x``)
+  and it has no rule for ``scaled_dot_product_attention``. The trace runs lazily, at the first ``total()``: a
+  ``call_mode`` context left before then traces ``net(step)`` as a clip.
 
-What this module gives them:
+ptflops' aten backend (``backend="aten"``, ptflops >= 0.7.3) needs none of this: like ``count_macs`` it counts the
+aten ops a call dispatches, so a clip, and a step under ``co.call_mode("forward_step")``, give ``count_macs`` plus
+the bias adds of the convolutions and ``addmm``s that are given a bias (a continual conv adds its bias outside the
+convolution on a step).
+
+What this module gives the pytorch backend and fvcore:
 
 ``ptflops_custom_hooks(net)``
     ``custom_modules_hooks`` for ptflops: every continual layer of ``net`` (and each ``nn.Linear`` subclass) counts
@@ -33,23 +38,24 @@ What this module gives them:
     runs the module's forward hooks (pre and post), as ``module(x)`` would; ptflops' tensor-op counters
     (``torch.matmul``, ``torch.add``, ...) are paused inside the continual layers that the hooks above charge
     whole; the stream state is restored on exit, so counting leaves the stream as it was.
-``fvcore_handles()`` and ``FvcoreStep`` / ``fvcore_step_analysis``
+``fvcore_handles()``, ``FvcoreStep`` and ``fvcore_step_analysis``
     Op handles that make fvcore count what ``count_macs`` counts (conv/matmul-type MACs; norms and pools free),
     and a module that runs one step with state updates made out of place and returns the new state with the
     output, so that the trace keeps every op the step executes.
 
-ptflops' convention against ours (``modules.profiling``): ptflops calls multiply-accumulates "MACs" but adds
-element-wise terms that ``count_macs`` leaves out: a bias add per output element of a conv or linear with a bias,
-``numel`` of a BatchNorm's input (twice with affine parameters), of a ReLU's output and of a pool's input. These are
-exactly the terms of ``ptflops_term``, so with ``backend_specific_config={"count_functional": False}`` ptflops gives
-``count_macs`` plus those terms. Left at its default (``True``), ptflops 0.7 also counts functional calls, among
-them the ``F.relu`` and ``F.avg_pool*`` calls that ``nn.ReLU`` and the torch pools make inside their hooked
-``forward``: activations and pools count twice, offline and continual alike, and ``F.silu`` (Swish, whose module
-ptflops does not hook) counts once. Differences to the ``"ptflops"`` convention of ``conventions``: that one charges
-a conv on what it returns (a strided step that emits nothing is free, as in the Co3D paper's counts), and
-``register_pool_like`` modules (CoX3D's per-frame squeeze-excitation mean) as pools; ptflops charges neither.
+ptflops' convention against ours (``modules.profiling``): ptflops reports MACs per sample (it divides by the batch
+size), ``count_macs`` and fvcore count the whole batch. ptflops adds element-wise terms that ``count_macs`` leaves
+out: a bias add per output element of a conv or linear with a bias, ``numel`` of a BatchNorm's input (twice with
+affine parameters), of a ReLU's output and of a pool's input: exactly the terms of ``ptflops_term``. So with
+``backend_specific_config={"count_functional": False}`` ptflops gives ``count_macs`` plus those terms. Left at its
+default (``True``), ptflops 0.7 also counts functional calls, among them the ``F.relu`` and ``F.*pool*`` calls that
+``nn.ReLU`` and the torch pools make inside their hooked ``forward``: activations and pools count twice, offline and
+continual alike, and ``F.silu`` (Swish, whose module ptflops does not hook) counts once. Against the ``"ptflops"``
+convention of ``conventions``: that one charges a conv on what it returns (a strided step that emits nothing is
+free, as in the Co3D paper's counts) and charges ``register_pool_like`` modules (CoX3D's per-frame
+squeeze-excitation mean) as pools; ptflops with these hooks charges a conv what it executes and does not see a mean.
 
-Usage (a step; the net warmed up so that the counted step emits)::
+Usage (a step; the net warmed up so that the counted step emits and every layer runs)::
 
     from ptflops import get_model_complexity_info
     from modules.profiling.counters import ptflops_custom_hooks, visible_steps
@@ -231,6 +237,7 @@ def _hooked_step(module: nn.Module, method: Callable[..., Any]) -> Callable[...,
                 return _run_with_hooks(module, method, args, kwargs)
         return _run_with_hooks(module, method, args, kwargs)
 
+    forward_step.runs_hooks = True  # type: ignore[attr-defined]  # a nested visible_steps leaves it as it is
     return forward_step
 
 
@@ -239,14 +246,16 @@ def visible_steps(net: nn.Module, restore_state: bool = True) -> Iterator[nn.Mod
     """Within the context ``net(step)`` runs ``net.forward_step(step)``, and each ``forward_step`` of a continual
     module of ``net`` runs that module's forward hooks around it, so that hook-based counters (ptflops, fvcore's
     module scopes) see steps as they see ``module(x)``. A hook may receive ``None`` as output: the step emitted
-    nothing. With ``restore_state`` the stream state of ``net`` is the same after the context as before it."""
+    nothing. ptflops' tensor-op counters are paused inside the steps of continual convs, pools and linears, which
+    ``ptflops_custom_hooks`` charge whole. With ``restore_state`` the stream state of ``net`` is the same after
+    the context as before it."""
     if not callable(getattr(net, "forward_step", None)):
         raise TypeError(f"visible_steps needs a continual net (with forward_step); got {type(net).__name__}")
     saved = net.get_state() if restore_state else None
     wrapped = []
     for module in net.modules():
         method = getattr(module, "forward_step", None)
-        if isinstance(module, co.CoModule) and callable(method):
+        if isinstance(module, co.CoModule) and callable(method) and not getattr(method, "runs_hooks", False):
             had_own = "forward_step" in module.__dict__
             module.__dict__["forward_step"] = _hooked_step(module, method)
             wrapped.append((module, method, had_own))

@@ -137,12 +137,50 @@ def test_ptflops_count_functional_counts_activations_and_pools_twice(stacks: tup
     assert extra == terms["activation"] + terms["pool"]
 
 
+def test_ptflops_aten_backend_counts_executed_ops_without_hooks(stacks: tuple) -> None:
+    """ptflops' aten backend counts the aten ops a call dispatches, as ``count_macs`` does, plus the bias of each
+    addmm (the head); under ``co.call_mode("forward_step")`` that is a step, with no hooks needed."""
+    _, net = stacks
+    clip, frame = torch.randn(1, *STACK_CLIP), torch.randn(1, *STACK_STEP)
+
+    def aten(res: tuple[int, ...]) -> int:
+        return ptflops.get_model_complexity_info(
+            net, res, as_strings=False, print_per_layer_stat=False, backend="aten"
+        )[0]
+
+    assert aten(STACK_CLIP) == count_macs(net, clip) + 10
+    _warm(net, frame)
+    state = net.get_state()
+    with co.call_mode("forward_step"):
+        assert aten(STACK_STEP) == count_macs(net.forward_step, frame, update_state=False) + 10
+    net.set_state(state)  # that count ran a real step
+
+
 def test_ptflops_custom_hooks_cover_the_types_ptflops_misses(stacks: tuple) -> None:
     offline, net = stacks
     hooks = ptflops_custom_hooks(net)
     assert {type(m) for m in net.modules() if not isinstance(m, co.Sequential)} == set(hooks)
     assert set(ptflops_custom_hooks(offline)) == {type(offline[7])}  # ChannelLinear; the nn layers are mapped
     assert nn.Conv3d not in hooks and nn.BatchNorm3d not in hooks
+
+
+def test_visible_steps_runs_hooks_once_per_step_and_restores_the_stream() -> None:
+    conv = co.Conv3d(2, 3, (3, 1, 1), bias=False).eval()
+    seen: list[object] = []
+    conv.register_forward_hook(lambda m, inputs, out: seen.append(out if out is None else tuple(out.shape)))
+    steps = torch.randn(3, 1, 2, 4, 4)
+    with torch.no_grad():
+        conv.forward_step(steps[0])
+        before = conv.get_state()
+        with visible_steps(conv), visible_steps(conv):  # nested: still one hook call per step
+            conv(steps[1])  # net(step) is a step here
+            conv.forward_step(steps[2])
+        assert seen == [None, (1, 3, 4, 4)]  # the first of them emits nothing (delay 2)
+        torch.testing.assert_close(conv.get_state(), before, atol=0, rtol=0)
+        conv.forward_step(steps[1])
+        assert seen == [None, (1, 3, 4, 4)]  # hooks no longer see steps
+    with pytest.raises(TypeError, match="visible_steps needs a continual net"), visible_steps(nn.Conv3d(2, 3, 1)):
+        pass
 
 
 # --- ptflops and fvcore: strided steps, pointwise steps ----------------------------------------------------------
