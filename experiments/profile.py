@@ -37,6 +37,9 @@ def profile(cfg: DictConfig) -> dict[str, Any]:
         warmup=cfg.warmup,
         repeats=cfg.repeats,
         min_time_s=cfg.min_time_s,
+        fast_path=bool(cfg.fast_path),
+        compile=bool(cfg.compile),
+        compile_timeout_s=float(cfg.compile_timeout_s),
     )
     result["model"] = OmegaConf.select(cfg, "model.net.name", default=result["model"])
     path = Path(cfg.output_file)

@@ -42,6 +42,9 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.delenv(name, raising=False)
     # CPU tests: keep thread pools small on shared 2-core machines
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "2"))
+    # evaluation compiles the steady-state step by default (configs/eval/*.yaml); inductor would add minutes here,
+    # the tests that compile say so themselves
+    monkeypatch.setenv("EVAL_COMPILE", os.environ.get("EVAL_COMPILE", "false"))
 
 
 @pytest.fixture

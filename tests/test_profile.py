@@ -417,3 +417,17 @@ def test_profile_reports_its_timed_calls_and_warns_when_busy(monkeypatch, caplog
     assert "other processes kept 1.00 cores busy" in caplog.text
     assert not run(timing.BUSY_SLACK_CORES, warmup=0, repeats=1)["throughput_busy"]  # background daemons
     assert not run(None, warmup=0, repeats=1)["throughput_busy"]  # unknown: the spread decides
+
+
+def test_frame_mode_times_the_fast_path_and_says_what_ran() -> None:
+    from modules import nets
+
+    net = nets.build("co_conv_stack").eval()
+    kwargs = {"warmup": 1, "repeats": 2, "min_time_s": 0}
+    plain = profile_model(net, "frame", (3, 8, 8, 8), **kwargs)
+    fast = profile_model(net, "frame", (3, 8, 8, 8), fast_path=True, **kwargs)
+    assert plain["fast_path"] == {"fold_bn": False, "compiled": False, "reason": "fast_path=false"}
+    assert fast["fast_path"] == {"fold_bn": True, "compiled": False, "reason": "compile=False"}
+    assert fast["macs_per_prediction"] == plain["macs_per_prediction"]  # counted on the net as built
+    assert fast["gflops_by_convention"] == plain["gflops_by_convention"]
+    assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())  # not folded in place

@@ -250,3 +250,53 @@ def test_the_old_import_path_is_a_deprecated_alias() -> None:
         old = importlib.import_module("modules.system")
     assert old.ClassificationSystem is ClassificationSystem
     assert old.required_clip_length is required_clip_length
+
+
+# --- the fast path of the stepped protocols (modules/systems/stepping.py) -----------------------------------------
+def _with_batchnorm_stats(system: ClassificationSystem) -> ClassificationSystem:
+    """Non-trivial BatchNorm statistics, so that folding them changes the weights."""
+    for m in system.net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return system
+
+
+@pytest.mark.parametrize("protocol", ["frame", "transient", "extended"])
+def test_the_fast_path_scores_as_the_plain_eager_step(protocol: str) -> None:
+    kwargs = {"extended_windows": (2, 4)} if protocol == "extended" else {}
+    frames = 12
+    results = {}
+    for fast in (False, True):
+        system = _with_batchnorm_stats(_system(protocol, fast_path=fast, **kwargs))
+        if fast:  # the steady state through a traced program (the eager backend: no C++ compiler here)
+            system.clip_streams.compile, system.clip_streams.backend = True, "eager"
+            system._may_compile = lambda: True
+        torch.manual_seed(1)
+        clips = torch.randn(5, 3, frames, 8, 8)  # batches of 3 and 2: the last one padded to the compiled 3
+        loader = DataLoader(TensorDataset(clips, torch.randint(0, 5, (5,))), batch_size=3)
+        results[fast] = (_test(system, loader), torch.cat([p[0] for p in system.test_predictions]))
+        assert system.clip_streams.source is system.net
+    (plain, plain_logits), (fast, fast_logits) = results[False], results[True]
+    torch.testing.assert_close(fast_logits, plain_logits, atol=1e-5, rtol=1e-5)
+    assert fast.keys() == plain.keys() and all(abs(fast[k] - plain[k]) < 1e-6 for k in plain)
+
+
+def test_the_fast_path_follows_new_weights_and_fills() -> None:
+    system = _with_batchnorm_stats(_system("frame"))
+    clip = torch.randn(2, 3, 10, 8, 8)
+
+    def plain() -> torch.Tensor:
+        system.net.clean_state()
+        out = system.net.forward_steps(clip)
+        system.net.clean_state()
+        return out.reshape(2, 5, -1)
+
+    torch.testing.assert_close(system.step_outputs(clip), plain(), atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        next(system.net.parameters()).mul_(2.0)  # as an optimiser step or a checkpoint load would
+    torch.testing.assert_close(system.step_outputs(clip), plain(), atol=1e-5, rtol=1e-5)
+    from modules.continual import set_temporal_fill
+
+    set_temporal_fill(system.net, "replicate")
+    torch.testing.assert_close(system.step_outputs(clip), plain(), atol=1e-5, rtol=1e-5)

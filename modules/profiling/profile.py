@@ -13,6 +13,7 @@ module before it; see ``FlopCounter``.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from modules.continual import fast_step, fold_batchnorm
 from modules.continual.replay import warm_until_output
 
 from . import timing
@@ -62,6 +64,33 @@ def _predict_by_steps(net: nn.Module, step: Callable[[], Tensor | None], steps: 
     return out
 
 
+def _fast_predict(
+    net: nn.Module, mode: str, host_clip: Tensor, host_step: Tensor, device: torch.device, compile: bool, timeout: float
+) -> tuple[nn.Module, Callable[[], Tensor], dict[str, Any]]:
+    """The deployed form of ``net`` (BatchNorm folded, compiled where asked and possible) and one prediction."""
+    if hasattr(net, "clean_state"):
+        net.clean_state()  # the counted steps' state is not the copy's (nor copyable if it carries autograd history)
+    folded = fold_batchnorm(copy.deepcopy(net), inplace=True)
+    if mode == "clip":
+        fn, ran = folded, {"fold_bn": True, "compiled": False, "reason": "compile=false"}
+        if compile:
+            try:  # the first call compiles
+                compiled = torch.compile(folded, dynamic=False)
+                compiled(host_clip.to(device))
+                fn, ran = compiled, {**ran, "compiled": True, "reason": "torch.compile"}
+            except Exception as error:  # any compiler failure: time it eagerly, say why
+                ran["reason"] = f"compilation failed: {type(error).__name__}: {error}"
+                log.warning(f"{type(net).__name__}: {ran['reason']}; timing it eagerly")
+        return folded, lambda: fn(host_clip.to(device)).to("cpu"), ran
+    stepper = fast_step(folded, host_step.to(device), compile, timeout)
+    for _ in range(int(net.delay) + 1):  # the warm-up: from here every block of `stride` steps emits once
+        if stepper(host_step.to(device)) is not None:
+            break
+    steps = int(net.stride[0])
+    ran = {"fold_bn": True, "compiled": stepper.compiled, "reason": stepper.reason}
+    return folded, lambda: _predict_by_steps(net, lambda: stepper(host_step.to(device)), steps).to("cpu"), ran
+
+
 def _count_prediction(
     net: nn.Module, mode: str, predict: Callable[[], Any], step: Callable[[], Any] | None, steps: int
 ) -> dict[str, int]:
@@ -94,6 +123,9 @@ def profile_model(
     repeats: int = 50,
     convention: str = "macs",
     min_time_s: float = 1.0,
+    fast_path: bool = False,
+    compile: bool = False,
+    compile_timeout_s: float = 300.0,
 ) -> dict[str, Any]:
     """Profile ``net`` on random input of ``(batch_size, *input_shape)`` (``input_shape = (C, T, *spatial)``).
 
@@ -106,6 +138,11 @@ def profile_model(
     ``gflops_by_convention`` has every convention and ``macs_per_prediction`` the executed conv/matmul MACs,
     whatever ``convention`` says. Each timed call includes the host→device copy of its input and the device→host
     copy of its output. Peak memory is ``memory.peak_memory`` over one call (weights, state and input included).
+
+    ``fast_path`` times (and measures the memory of) what a deployment runs: a copy of ``net`` with BatchNorm
+    folded, and with ``compile`` compiled by inductor (``torch.compile`` in clip mode; ``modules.continual.
+    fast_step`` in frame mode, eager if compilation fails or outlasts ``compile_timeout_s``); ``fast_path`` in the
+    result says what ran. FLOPs are always counted on ``net`` as given (the conventions count its modules).
     """
     if mode not in ("clip", "frame"):
         raise ValueError(f"mode must be 'clip' or 'frame', got {mode!r}")
@@ -136,7 +173,12 @@ def profile_model(
 
         # every counted term (MACs, numel-based terms) grows exactly with the batch: the division is exact
         flops = {c: n // batch_size for c, n in _count_prediction(net, mode, predict, step, steps).items()}
-        peak = peak_memory(net, predict, device, [host_clip if mode == "clip" else host_step])
+        ran = {"fold_bn": False, "compiled": False, "reason": "fast_path=false"}
+        if fast_path:
+            timed_net, predict, ran = _fast_predict(net, mode, host_clip, host_step, device, compile, compile_timeout_s)
+        else:
+            timed_net = net
+        peak = peak_memory(timed_net, predict, device, [host_clip if mode == "clip" else host_step])
         with torch.inference_mode():  # timing only (the counters above need no_grad): no version counting
             timed = lambda: timing.time_calls(predict, device, warmup, repeats, min_time_s)  # noqa: E731
             seconds, competing = timing.competing_cores(timed)
@@ -157,6 +199,7 @@ def profile_model(
         "batch_size": batch_size,
         "input_shape": list(input_shape),
         "steps_per_prediction": steps,
+        "fast_path": ran,
         "params": count_params(net),
         "trainable_params": count_params(net, trainable_only=True),
         "macs_per_prediction": flops["macs"],

@@ -40,6 +40,7 @@ from modules.continual import set_temporal_fill, set_temporal_window
 
 from .base import ClassifierBase, classification_metrics, metric_target, squeeze_logits
 from .schedules import open_lengths
+from .stepping import ClipStreams
 
 __all__ = ["PROTOCOLS", "ClassificationSystem", "ClipLengthNeed", "required_clip_length"]
 
@@ -70,6 +71,9 @@ class ClassificationSystem(ClassifierBase):
         extended_windows: tuple[int, ...] = (),
         clip_window: str | int | None = None,
         frame_curve: bool = False,
+        fast_path: bool = True,
+        compile_steps: bool = False,
+        compile_timeout_s: float = 300.0,
     ) -> None:
         _check_clip_window(net, clip_window)
         if eval_protocol not in PROTOCOLS:
@@ -100,6 +104,9 @@ class ClassificationSystem(ClassifierBase):
         )
         self.protocol_results: list[dict[str, Any]] = []
         self.test_predictions: list[tuple[Tensor, Tensor]] = []
+        # the stepped protocols' streams: BatchNorm folded (fast_path), the steady state compiled (compile_steps,
+        # outside a fit); modules/systems/stepping.py
+        self.clip_streams = ClipStreams(fast_path, compile_steps, compile_timeout_s)
 
     def _sweep_keys(self) -> list[str]:
         """Sweep settings known up front (windows); transient keys ``<fill>_f<frames>`` depend on the clip
@@ -143,9 +150,8 @@ class ClassificationSystem(ClassifierBase):
     @torch.no_grad()
     def step_outputs(self, clip: Tensor) -> Tensor:
         """Logits ``(B, num_classes, n)`` of every output of a fresh stream stepped through ``clip``."""
-        self.net.clean_state()
-        outputs = self.net.forward_steps(clip)
-        self.net.clean_state()  # the state belongs to this batch's streams only
+        self.stepping_net()
+        outputs = self.clip_streams.outputs(clip, compile=self._may_compile())
         if outputs is None:
             delay = getattr(self.net, "delay", "?")
             raise ValueError(
@@ -174,6 +180,17 @@ class ClassificationSystem(ClassifierBase):
             )
         return outputs[:, :, -n:].mean(dim=2)
 
+    def stepping_net(self) -> nn.Module:
+        """The net the stepped protocols step: on the fast path a folded copy of ``net``, made again whenever
+        ``net``'s weights changed (``ClipStreams``)."""
+        if self.clip_streams.source is not self.net:
+            self.clip_streams.reset(self.net)
+        return self.clip_streams.net()
+
+    def _may_compile(self) -> bool:
+        """Compile the steady-state step only in an evaluation outside a fit (the weights stay fixed)."""
+        return self._trainer is not None and self.trainer.state.fn != "fit"
+
     # --- steps -------------------------------------------------------------------------------------
     def stage_logits(self, clip: Tensor, target: Tensor, stage: str) -> Tensor:
         """Training: the offline forward; validation and test: the protocol's prediction (the test of the
@@ -200,26 +217,27 @@ class ClassificationSystem(ClassifierBase):
 
     # --- test-time sweeps ---------------------------------------------------------------------------
     def _sweep(self, clip: Tensor, target: Tensor) -> None:
+        net = self.stepping_net()  # the sweeps set the fill or window of the net that steps
         if self.hparams.eval_protocol == "transient":
-            fill_before = _fill_of(self.net)
+            fill_before = _fill_of(net)
             # real frames seen at output j: the first output follows frame delay + 1, the next ones every stride
-            first, stride = self.net.delay + 1, _stride_of(self.net)
+            first, stride = net.delay + 1, _stride_of(net)
             try:
                 for fill in self.hparams.transient_fills:
-                    set_temporal_fill(self.net, fill)
+                    set_temporal_fill(net, fill)
                     outputs = self.step_outputs(clip)
                     for j in range(outputs.shape[2]):
                         self._update_sweep(f"{fill}_f{first + j * stride}", outputs[:, :, j], target)
             finally:
-                set_temporal_fill(self.net, fill_before)
+                set_temporal_fill(net, fill_before)
             return
-        window_before = _window_of(self.net)
+        window_before = _window_of(net)
         try:
             for w in self.hparams.extended_windows:
-                set_temporal_window(self.net, w)
+                set_temporal_window(net, w)
                 self._update_sweep(f"window{w}", self.step_outputs(clip)[:, :, -1], target)
         finally:
-            set_temporal_window(self.net, window_before)
+            set_temporal_window(net, window_before)
 
     def _update_sweep(self, key: str, logits: Tensor, target: Tensor) -> None:
         if key not in self.sweep_metrics:  # transient frame counts are known once clips arrive
