@@ -56,8 +56,8 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
         if device == "cuda" and not torch.cuda.is_available():
             log.info("no CUDA device here: skipping the cuda measurements")
             continue
-        for batch_size in cfg.batch_sizes:
-            for pair in cfg.pairs:
+        for batch_size in sorted({int(b) for pair in cfg.pairs for b in pair.get("batch_sizes") or cfg.batch_sizes}):
+            for pair in (p for p in cfg.pairs if batch_size in (p.get("batch_sizes") or cfg.batch_sizes)):
                 log.info(f"benchmarking {pair.clip} vs {pair.continual} on {device}, batch {batch_size}")
                 rows.append(bench_pair(pair, device, int(batch_size), cfg))
     print(format_table(rows))

@@ -190,6 +190,10 @@ def compare(
     row.update(_rates(variants["calls"], batch_size, dev, how))
     key = "speedup_compiled" if row["default_path"] == "compiled" else "speedup"
     row.update({f"speedup_default{k}": row[f"{key}{k}"] for k in ("", "_min", "_max")})
+    # the default path's rates per stream (B streams stepped together, B clips per call)
+    suffix = "_compiled" if row["default_path"] == "compiled" else ""
+    row["frames_per_s_per_stream"] = row[f"frames_per_s{suffix}"] / batch_size
+    row["clips_per_s_per_stream"] = row[f"clips_per_s{suffix}"] / batch_size
     return row
 
 
@@ -197,7 +201,8 @@ _RATIO_COLUMNS = [f"{r}{k}" for r in (*RATIOS, "speedup_default", "speedup_best"
 #: the columns of a bench history CSV (one row per pair, device and batch size of a run), in order
 HISTORY_COLUMNS = [
     "date", "commit", "torch", "device_name", "device", "clip_model", "continual_model", "batch_size", "rounds",
-    "default_path", *CLIP_RATES, *FRAME_RATES, "frames_per_s_onnx", *_RATIO_COLUMNS, "flop_ratio",
+    "default_path", *CLIP_RATES, *FRAME_RATES, "frames_per_s_onnx", "frames_per_s_per_stream",
+    "clips_per_s_per_stream", *_RATIO_COLUMNS, "flop_ratio",
 ]  # fmt: skip
 
 
