@@ -212,8 +212,8 @@ def load_state_dict(
             f"Error loading state_dict into {type(module).__name__}: keys {keys} all name the parameter "
             f"{target!r}; keep one of them"
         )
-    own = _own_keys(module)
-    missing = [key for key in own if key not in set(mapping.values())]
+    targets = set(mapping.values())
+    missing = [key for key in _own_keys(module) if key not in targets]
     if strict and (unknown or missing):
         raise RuntimeError(_load_error(module, unknown, missing, mapping, flatten, note))
     renamed: OrderedDict[str, Tensor] = OrderedDict((mapping[key], state_dict[key]) for key in mapping)
