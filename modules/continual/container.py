@@ -286,6 +286,12 @@ class _Branches(ContainerModule, nn.Module):
     def _stateful(self) -> list[nn.Module]:
         return self._branches() + [a for a in self._aligners if a is not None]
 
+    def _library_segment(self, child_name: str) -> str:
+        """The continual-inference library's path to a branch: an aligned one is ``Sequential(Delay, branch)``
+        there, one level deeper (``flatten.py``)."""
+        index = list(self._modules).index(child_name)
+        return f"{child_name}.0" if self._aligners[index] is not None else child_name
+
     @property
     def delay(self) -> int:
         return max(m.delay + (a.delay if a else 0) for m, a in zip(self._branches(), self._aligners))
@@ -530,6 +536,14 @@ class Conditional(ContainerModule, nn.Module):
 
     def _stateful(self) -> list[nn.Module]:
         return [self.on_true, self.on_false] + [a for a in self._aligners if a is not None]
+
+    def _library_segment(self, child_name: str) -> str:
+        """The continual-inference library's path to a child: its ``Conditional`` holds the branches as ``0`` and
+        ``1``, each ``Sequential(Delay, branch)`` when aligned (``flatten.py``)."""
+        if child_name not in ("on_true", "on_false"):
+            return child_name
+        index = 0 if child_name == "on_true" else 1
+        return f"{index}.1" if self._aligners[index] is not None else str(index)
 
     @property
     def delay(self) -> int:

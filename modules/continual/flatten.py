@@ -63,16 +63,10 @@ def flat_key(key: str) -> str:
 
 
 def _library_segment(parent: nn.Module, child_name: str) -> str:
-    """The library's name path from ``parent`` to its child ``child_name`` (see the module docstring)."""
-    from .container import Conditional, _Branches  # container.py imports this module
-
-    if isinstance(parent, _Branches):
-        index = list(parent._modules).index(child_name)
-        return f"{child_name}.0" if parent._aligners[index] is not None else child_name
-    if isinstance(parent, Conditional) and child_name in ("on_true", "on_false"):
-        index = 0 if child_name == "on_true" else 1
-        return f"{index}.1" if parent._aligners[index] is not None else str(index)
-    return child_name
+    """The library's name path from ``parent`` to its child ``child_name`` (see the module docstring): the
+    containers whose layout differs from the library's say so (``_library_segment``)."""
+    segment = getattr(parent, "_library_segment", None)
+    return segment(child_name) if callable(segment) else child_name
 
 
 def _module_paths(module: nn.Module) -> dict[str, str]:
