@@ -17,7 +17,7 @@ from typing import Any
 import hydra
 import pandas as pd
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 import modules.continual as co
 from datamodules.moving_digits_stream import CLASSES, ensure_stream, read_segments, segments_path
@@ -74,16 +74,18 @@ def stream(cfg: DictConfig) -> dict[str, Any]:
     """Run ``cfg`` (configs/stream.yaml); returns what ``stream.json`` holds."""
     with utils.claim_run_dir(cfg.paths.output_dir) as out:
         config_checks.check(cfg)
+        if OmegaConf.is_missing(cfg, "video"):
+            raise config_checks.ConfigError("no video given: video=<file.mp4|folder of frames>")
         if cfg.get("num_threads"):
             torch.set_num_threads(cfg.num_threads)
         video = Path(cfg.video)
         if cfg.generate:
             ensure_stream(video)
-        ckpt = cfg.ckpt_path or (newest_demo_checkpoint(cfg.paths.log_dir) if cfg.demo_checkpoint else None)
-        net = build_net(cfg, Path(ckpt) if ckpt else None).to(cfg.device)
         fps = float(cfg.model_fps or CLIP_FPS / cfg.data.sampling_stride)
         source = StreamSource(video, target_fps=fps, crop_size=cfg.data.crop_size,
                               normalisation=cfg.data.normalisation, fps=cfg.fps)  # fmt: skip
+        ckpt = cfg.ckpt_path or (newest_demo_checkpoint(cfg.paths.log_dir) if cfg.demo_checkpoint else None)
+        net = build_net(cfg, Path(ckpt) if ckpt else None).to(cfg.device)
         truth = read_segments(video) if segments_path(video).exists() else None
         labels = class_names(cfg, truth, cfg.data.num_classes)
         example = torch.zeros(1, cfg.data.channels, cfg.data.crop_size, cfg.data.crop_size, device=cfg.device)
@@ -101,9 +103,9 @@ def stream(cfg: DictConfig) -> dict[str, Any]:
                   "source_frames": source.source_frames, **result.stats, "accuracy": accuracy,
                   "machine": machine(cfg.device)}  # fmt: skip
         (out / "stream.json").write_text(json.dumps(record, indent=2) + "\n")
-        title = f"{name} on {video.name} ({'compiled' if stepper.compiled else 'eager'}, {cfg.device})"
+        how = f"{'compiled' if stepper.compiled else 'eager'}, {cfg.device}"
         plot_predictions(result, out / "predictions.png", labels=labels, segments=truth and truth["segments"],
-                         title=title)  # fmt: skip
+                         title=f"{name} on {video.name} ({how})")  # fmt: skip
         utils.save_config(cfg, out)
         print(summary(record))
         return record

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from pathlib import Path
+from itertools import pairwise
 
 import hydra
 import numpy as np
@@ -21,6 +21,7 @@ from datamodules.moving_digits_stream import CLASSES, ensure_stream, read_segmen
 from datamodules.stream_source import StreamSource
 from datamodules.video import VideoDecodeError, VideoTransform
 from experiments import stream as stream_module
+from experiments.config_checks import ConfigError
 from modules.nets import build
 from modules.profiling.online import latency_stats, run_stream, segment_accuracy
 from tests.conftest import REPO
@@ -129,7 +130,7 @@ def test_a_generated_stream_has_its_segments_and_is_made_once(tmp_path):
     record = render_stream(path, num_segments=3, seconds=(0.2, 0.3), params=params, seed=1)
     segments = record["segments"]
     assert [s["start_frame"] for s in segments[1:]] == [s["end_frame"] for s in segments[:-1]]
-    assert all(a["label"] != b["label"] for a, b in zip(segments, segments[1:], strict=False))
+    assert all(a["label"] != b["label"] for a, b in pairwise(segments))
     assert all(6 <= s["end_frame"] - s["start_frame"] <= 9 for s in segments)
     assert read_segments(path) == record and record["num_frames"] == segments[-1]["end_frame"]
     assert len(StreamSource(path, target_fps=30, crop_size=16)) == record["num_frames"]
@@ -139,7 +140,7 @@ def test_a_generated_stream_has_its_segments_and_is_made_once(tmp_path):
     with pytest.raises(ValueError, match=r"s\.mp4\.segments\.json is not a segments file"):
         read_segments(path)
     (tmp_path / "mine.mp4").write_bytes(b"")
-    with pytest.raises(FileExistsError, match="mine.mp4 exists without mine.mp4.segments.json"):
+    with pytest.raises(FileExistsError, match=r"mine\.mp4 exists without mine\.mp4\.segments\.json"):
         ensure_stream(tmp_path / "mine.mp4")
 
 
@@ -174,7 +175,7 @@ def test_a_lightning_checkpoint_loads_into_the_continual_twin(compose_cfg, tmp_p
     cfg = compose_cfg("stream.yaml", ["experiment=cox3d_tiny_moving_digits"])
     net = stream_module.build_net(cfg, ckpt)
     assert not net.training and torch.equal(net.head.projection.weight, offline.head.projection.weight)
-    with pytest.raises(FileNotFoundError, match="ckpt_path=.*nothing.ckpt does not exist"):
+    with pytest.raises(FileNotFoundError, match=r"ckpt_path=.*nothing\.ckpt does not exist"):
         stream_module.build_net(cfg, tmp_path / "nothing.ckpt")
 
 
@@ -201,6 +202,8 @@ def test_stream_configs_compose_with_the_models_input_facts(compose_cfg):
     assert stream_module.class_names(default, None, 400) is None
     net = hydra.utils.instantiate(digits.model.net)
     assert net.delay == 16
+    with pytest.raises(ConfigError, match=r"no video given: video=<file\.mp4\|folder of frames>"):
+        stream_module.stream(compose_cfg("stream.yaml", [], subdir="no_video"))
 
 
 @pytest.mark.parametrize(
