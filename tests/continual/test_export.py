@@ -244,7 +244,7 @@ def test_out_of_place_step_keeps_the_old_state_and_output() -> None:
 )
 def test_zoo_onnxruntime_equals_eager(name: str, kwargs: dict, shape: tuple[int, ...]) -> None:
     net = build(name, inference=True, **kwargs)
-    exported = co.export(net, torch.randn(shape), "onnx")
+    exported = co.export(net, torch.randn(shape), "onnx", onnx_options={"optimize": False})  # a third faster
     assert exported.phases == net.stride[0]
     assert _compare(net, co.OnnxStepRunner(exported), shape, steps=8) == 8 // net.stride[0]
 
