@@ -659,11 +659,15 @@ class OnnxStepRunner(_StepRunner):
         net: nn.Module,
         first_step: Tensor,
         providers: Sequence[str] = ("CPUExecutionProvider",),
+        session_options: Any = None,
         **export_kwargs: Any,
     ) -> OnnxStepRunner:
         """Export ``net``'s step (``export(net, first_step, "onnx", **export_kwargs)``) and open it: a callable
-        that steps a warmed-up stream of ``first_step``'s shape in onnxruntime."""
-        return cls(export(net, first_step, "onnx", **export_kwargs), providers=providers)
+        that continues the warmed-up stream of ``first_step``'s shape in onnxruntime (``net`` continues it too).
+        ``session_options``: an ``onnxruntime.SessionOptions`` (e.g. ``intra_op_num_threads``)."""
+        return cls(
+            export(net, first_step, "onnx", **export_kwargs), providers=providers, session_options=session_options
+        )
 
     def _run(self, phase: int, step: Any, state: tuple[Any, ...]) -> Sequence[Any]:
         return self._sessions[phase].run(None, dict(zip(self._names, (step, *state))))
