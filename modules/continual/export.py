@@ -30,13 +30,15 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from .base import CoModule, StatefulModule, out_of_place
+
+if TYPE_CHECKING:  # numpy is imported where arrays are made: the core imports torch only
+    import numpy as np
 
 __all__ = ["ExportError", "ExportedStep", "OnnxStepRunner", "TorchExportRunner", "export"]
 
@@ -140,6 +142,8 @@ class ExportedStep:
             else:
                 torch.export.save(program, str(file), extra_files={_META_KEY: facts})
         state_file = _state_path(path)
+        import numpy as np
+
         np.savez(state_file, *(s.detach().cpu().numpy() for s in self.initial_state))
         self.paths = (*map(str, files), str(state_file))
         return self.paths
@@ -165,6 +169,8 @@ class ExportedStep:
             raise ValueError(f"{path} is not a step written by co.export: it carries no {_META_KEY!r} facts")
         files = _phase_paths(path, len(facts["emits"]))
         programs = [first, *(load(p) for p in files[1:])]
+        import numpy as np
+
         with np.load(_state_path(path)) as arrays:
             state = tuple(torch.from_numpy(arrays[f"arr_{j}"]) for j in range(len(facts["state_names"])))
         return cls(
@@ -601,8 +607,10 @@ class _StepRunner:
         return self._convert(step, dtype)
 
     def _as_state(self, state: Sequence[Any]) -> tuple[Any, ...]:
-        if isinstance(state, Tensor | np.ndarray):
-            raise ValueError(f"{self._where}.set_state expects a sequence of state tensors, got one array")
+        if not isinstance(state, list | tuple):
+            raise ValueError(
+                f"{self._where}.set_state expects a list or tuple of state tensors, got {type(state).__name__}"
+            )
         _check_state(self.exported, state, f"{self._where}.set_state")
         return tuple(self._convert(s, ref.dtype) for s, ref in zip(state, self.exported.initial_state))
 
@@ -673,6 +681,8 @@ class OnnxStepRunner(_StepRunner):
         return self._sessions[phase].run(None, dict(zip(self._names, (step, *state))))
 
     def _convert(self, value: Any, dtype: torch.dtype) -> np.ndarray:
+        import numpy as np
+
         array = value.detach().cpu().numpy() if isinstance(value, Tensor) else np.asarray(value)
         return np.ascontiguousarray(array, dtype=_numpy_dtype(dtype))
 
