@@ -7,8 +7,10 @@ stream eagerly, then traces each of these steady-state steps as a pure function 
     (step, *state) -> (output, *next_state)      # a step that emits
     (step, *state) -> (*next_state,)             # a step that does not (stride > 1): no output at all
 
-``state`` is every state tensor of the net after warm-up (``state_slots`` order, each named by its module path);
-the Python step counters are fixed at their steady-state values, one program per phase. The programs are
+``state`` is every state tensor of the net after warm-up, in ``get_state`` order, each named by its module path
+(a part kept outside the module tree, such as the delay that aligns parallel branches, as ``<container>.~<i>``);
+``next_state`` holds the ones the step changes. The Python step counters are fixed at their steady-state values,
+one program per phase. The programs are
 ``torch.export`` programs (``format="torch_export"``) or ONNX models from the dynamo exporter (``format="onnx"``);
 ``OnnxStepRunner`` steps a stream through onnxruntime with the state fed back, ``TorchExportRunner`` through the
 exported programs in PyTorch. Shapes are fixed: the batch size and step shape of ``first_step``.
@@ -43,7 +45,6 @@ if TYPE_CHECKING:  # numpy is imported where arrays are made: the core imports t
 __all__ = ["ExportError", "ExportedStep", "OnnxStepRunner", "TorchExportRunner", "export"]
 
 FORMATS = ("onnx", "torch_export")
-_SUFFIX = {"onnx": ".onnx", "torch_export": ".pt2"}
 _META_KEY = "continual_step"  # ONNX metadata_props key / torch.export.save extra file holding the facts below
 
 Slot = tuple[nn.Module, str]
@@ -60,10 +61,10 @@ class ExportedStep:
     ``programs[i]`` is phase ``i``: the ``i``-th step after ``initial_state`` (then every ``len(programs)`` steps).
     Its inputs are ``input_names`` (``"step"``, then ``"state_<j>"``); its outputs ``output_names[i]``: ``"output"``
     first where ``emits[i]``, then ``"next_state_<j>"`` for each state ``j`` that the phase changes (the others go
-    on as they were). ``state_names[j]`` says which module attribute state ``j``
-    is (``"blocks.0.conv._acc"``). ``initial_state`` is the warmed-up state, reached after ``warmup_length`` steps of
-    a fresh stream; ``delay`` and ``stride`` are the net's. ``metadata``: ``net`` (class name), ``step_shape``,
-    ``dtype``. ``paths``: the files written by ``export(..., path=...)``.
+    on as they were). ``state_names[j]`` says which module attribute state ``j`` is (``"s1.conv._buf"``).
+    ``initial_state`` is the warmed-up state, reached after ``warmup_length`` steps of a fresh stream; ``delay`` and
+    ``stride`` are the net's. ``metadata``: ``net`` (class name), ``step_shape``, ``dtype``. ``paths``: the files
+    written by ``save`` (``export(..., path=...)``).
     """
 
     format: str
