@@ -319,8 +319,84 @@ class _ContinualConv(StatefulModule):
             window, self._window_weight(), self.bias, stride, padding, self.dilation, self.groups
         ).squeeze(2)
 
+    def _step_kind(self) -> str:
+        """How this conv steps, decided once per stream (the device may change between streams)."""
+        kind = self.__dict__.get("_kind")
+        if kind is None:
+            if self._buffered:
+                kind = "window"
+            elif self._pointwise and self.kernel_size[0] == 1:
+                kind = "pointwise"
+            elif self._nd == 3 and self.kernel_size[0] == 1:
+                kind = "spatial"
+            else:
+                kind = "taps"
+            self.__dict__["_kind"] = kind
+        return kind
+
+    def _init_state_attrs(self) -> None:
+        super()._init_state_attrs()
+        self.__dict__["_kind"] = None
+
+    def _pointwise_weight(self) -> tuple[Tensor, Tensor | None, Tensor | None]:
+        """``(C_out, C_in)`` view of the weight, the bias and the bias as a column, cached while frozen: views are
+        dispatched ops too, and a pointwise step is only a handful of them."""
+        w = self.weight
+        key = _cache_key("pointwise", w)
+        if key is not None and self._weight_cache is not None and self._weight_cache[0] == key:
+            return self._weight_cache[1]
+        bias = self.bias
+        out = (w.view(w.shape[0], w.shape[1]), bias, None if bias is None else bias.view(-1, 1))
+        if key is not None:
+            self._weight_cache = (key, out)
+        return out
+
+    def _pointwise_step(self, step: Tensor) -> Tensor | None:
+        """A 1x1x1 conv: one matrix product with the bias added by it (``addmm``), in the step's memory layout."""
+        if not self._emits(self._tick()):
+            return None
+        w, bias, bias_column = self._pointwise_weight()
+        if step.dim() == 4 and step.is_contiguous(memory_format=torch.channels_last) and not step.is_contiguous():
+            return F.linear(step.permute(0, 2, 3, 1), w, bias).permute(0, 3, 1, 2)  # channels stay innermost
+        if step.shape[0] == 1 and step.is_contiguous():
+            x = step.view(step.shape[1], -1)
+            y = torch.mm(w, x) if bias_column is None else torch.addmm(bias_column, w, x)
+            return y.view(1, w.shape[0], *step.shape[2:])
+        y = _pointwise_conv(step, w)
+        return y if bias is None else y + self._bias_view()
+
+    def _spatial_weight(self) -> Tensor:
+        """The one-tap weight as a 2-D conv's, channels-last on CPU (oneDNN then returns channels-last outputs, the
+        layout the window steps and pointwise steps downstream work in), cached while frozen."""
+        w = self.weight
+        key = _cache_key("spatial", w)
+        if key is not None and self._weight_cache is not None and self._weight_cache[0] == key:
+            return self._weight_cache[1]
+        out = w.squeeze(2)
+        if w.device.type == "cpu":
+            out = out.contiguous(memory_format=torch.channels_last)
+        if key is not None:
+            self._weight_cache = (key, out)
+        return out
+
+    def _spatial_step(self, step: Tensor) -> Tensor | None:
+        """A 3-D conv with one temporal tap: a 2-D conv of the step, bias included."""
+        if not self._emits(self._tick()):
+            return None
+        padding: Any = self.padding[1:]
+        if self.padding_mode != "zeros" and any(padding):
+            step, padding = F.pad(step, self._spatial_pad(), mode=self.padding_mode), 0
+        return F.conv2d(
+            step, self._spatial_weight(), self.bias, self.stride[1:], padding, self.dilation[1:], self.groups
+        )
+
     def _step(self, step: Tensor) -> Tensor | None:
-        if self._buffered:
+        kind = self._step_kind()
+        if kind == "pointwise":
+            return self._pointwise_step(step)
+        if kind == "spatial":
+            return self._spatial_step(step)
+        if kind == "window":
             return self._window_step(step)
         taps = self._frame_conv(step)
         state = self.__dict__  # plain dict writes: nn.Module.__setattr__ is slow on a per-step path
