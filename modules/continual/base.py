@@ -444,13 +444,17 @@ def state_slots(module: nn.Module) -> list[tuple[StatefulModule, str]]:
 
 
 def stateful_leaves(module: nn.Module) -> list[StatefulModule]:
-    """The ``StatefulModule``s holding ``module``'s stream state, each once, in the order of ``get_state``."""
+    """The modules holding ``module``'s stream state in ``_state_names`` attributes, each once, in the order of
+    ``get_state``: every ``StatefulModule``, and composites that keep a tensor of their own (e.g. a retroactive
+    ``TransformerEncoderLayer``'s window of inputs)."""
     seen: dict[int, StatefulModule] = {}
 
     def walk(m: nn.Module) -> None:
         if isinstance(m, StatefulModule):
             seen.setdefault(id(m), m)
             return
+        if getattr(m, "_state_names", ()):  # a composite that keeps a tensor of its own (its children walked too)
+            seen.setdefault(id(m), m)  # type: ignore[arg-type]
         stateful = getattr(m, "_stateful", None)
         for child in stateful() if callable(stateful) else m.children():
             walk(child)

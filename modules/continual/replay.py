@@ -125,7 +125,7 @@ class CompiledStep:
             warm_until_output(net, self.static_in, whole_strides)  # the next step is phase 0
             self._slots = [(m, n) for m, n in state_slots(net) if getattr(m, n) is not None]
             self._buffers = [getattr(m, n) for m, n in self._slots]
-            self._counters = [(m, m.__dict__["_t"]) for m in stateful_leaves(net)]
+            self._counters = [(m, m.__dict__["_t"]) for m in stateful_leaves(net) if "_t" in m.__dict__]
             self._phases = [self._compile(self._trace()) for _ in range(self._period)]
             self._bind()
             if cuda_graph:
@@ -322,4 +322,3 @@ class CompiledStep:
             stream = copy.deepcopy(self._row_template or self.net)
             stream.set_state(row_state)
             self._row_streams[row] = stream
-

@@ -106,6 +106,9 @@ class TransformerEncoderLayer(CoModule, nn.Module):
     as for ``L == 1``, retroactive as for the first of ``L >= 2`` layers).
     """
 
+    # the retroactive window of inputs: a tensor of this layer's own beside its attention's state (state_slots)
+    _state_names = ("_inputs",)
+
     def __init__(
         self,
         d_model: int,

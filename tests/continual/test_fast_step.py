@@ -146,3 +146,17 @@ def test_fast_path_equals_the_plain_eager_step() -> None:
     frames = torch.randn(2, 3, plain.delay + 4, 32, 32)
     outputs = [fast(frames[:, :, t]) for t in range(frames.shape[2])]
     _assert_same(outputs, _eager_stream(plain, frames))
+
+
+def test_a_two_layer_transformer_keeps_every_state_tensor_in_the_program() -> None:
+    # the first layer of a 2-layer encoder is retroactive and keeps its window of inputs itself
+    torch.manual_seed(0)
+    layer = co.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.0, sequence_len=4)
+    net = co.TransformerEncoder(layer, num_layers=2).eval()
+    assert any(name == "_inputs" for _, name in co.state_slots(net))
+    stepper = co.CompiledStep(copy.deepcopy(net), torch.randn(2, 8), backend="eager")
+    frames = torch.randn(2, 8, 12)
+    for _ in range(2):  # two fresh streams through the same program
+        stepper.clean_state()
+        outputs = [stepper(frames[:, :, t]) for t in range(12)]
+        _assert_same(outputs, _eager_stream(net, frames))
