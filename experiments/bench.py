@@ -35,7 +35,7 @@ def _timing(cfg: DictConfig, device: str) -> Timing:
     return Timing(
         warmup=int(cfg.warmup), rounds=int(cfg.rounds), round_seconds=float(cfg.round_seconds), compile=compiled,
         backend=str(cfg.compile_backend), options=options, cuda_graph=bool(cfg.cuda_graph),
-        compile_timeout_s=float(cfg.compile_timeout_s),
+        compile_timeout_s=float(cfg.compile_timeout_s), onnx=bool(cfg.onnx) and device == "cpu",
     )  # fmt: skip
 
 

@@ -26,6 +26,7 @@ def test_bench_reports_rates_and_ratios(compose_cfg, tmp_path, capsys):
         # a median over the rounds of the ratio taken within each round, with its range
         assert row[f"{ratio}_min"] <= row[ratio] <= row[f"{ratio}_max"]
     assert row["default_path"] == "compiled" and row["speedup_default"] == row["speedup_compiled"]
+    assert row["frames_per_s_onnx"] > 0 and row["speedup_onnx_min"] <= row["speedup_onnx"] <= row["speedup_onnx_max"]
     assert batched["frames_per_s_per_stream"] == batched["frames_per_s_compiled"] / 2  # two streams per step call
     assert abs(row["flop_ratio"] - 8.0) < 0.1  # 8-frame clip vs one frame of the same convs
     assert row["continual_model"] == "co_conv_stack"

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from modules.continual import CompiledStep, CudaGraphStep, fast_step
+from modules.continual import CompiledStep, CudaGraphStep, OnnxStepRunner, fast_step
 from modules.continual.replay import warm_until_output
 
 from . import timing
@@ -43,11 +43,14 @@ log = logging.getLogger(__name__)
 Predict = Callable[[], Any]
 CLIP_RATES = ("clips_per_s", "clips_per_s_compiled")
 FRAME_RATES = ("frames_per_s", "frames_per_s_compiled", "frames_per_s_graph", "frames_per_s_compiled_graph")
+#: the twin's exported step in onnxruntime: reported beside the others, not part of the default path
+ONNX_RATE = "frames_per_s_onnx"
 #: ratio name -> (twin's rate, clip model's rate); "best" takes the best of each side within a round
 RATIOS = {
     "speedup": ("frames_per_s", "clips_per_s"),
     "speedup_compiled": ("frames_per_s_compiled", "clips_per_s_compiled"),
     "speedup_graph": ("frames_per_s_graph", "clips_per_s"),
+    "speedup_onnx": ("frames_per_s_onnx", "clips_per_s"),
 }
 
 
@@ -56,7 +59,7 @@ class Timing:
     """How to time: ``warmup`` untimed calls per variant, then ``rounds`` interleaved rounds of ``round_seconds``;
     ``compile`` adds the compiled variants (``backend``, ``options`` for both nets; the twin's compilation falls
     back to eager after ``compile_timeout_s``); ``cuda_graph`` the CUDA-graph replay of the twin's step (CUDA only,
-    temporal stride 1)."""
+    temporal stride 1); ``onnx`` the twin's exported step in onnxruntime (CPU; ``frames_per_s_onnx``)."""
 
     warmup: int = 3
     rounds: int = 5
@@ -66,6 +69,7 @@ class Timing:
     options: dict[str, Any] = field(default_factory=dict)
     cuda_graph: bool = True
     compile_timeout_s: float = 600.0
+    onnx: bool = False
 
 
 def _stepper(step: Callable[[torch.Tensor], Any], host_step: torch.Tensor, dev: torch.device, steps: int) -> Predict:
@@ -115,6 +119,9 @@ def _variants(clip_net: nn.Module, twin: nn.Module, host_clip: torch.Tensor, dev
             calls["frames_per_s_compiled"] = _stepper(
                 _warmed(fast, host_step.to(dev), fast.delay), host_step, dev, steps
             )
+    if how.onnx and dev.type == "cpu":  # the exported step (co.export) in onnxruntime, state fed back
+        runner = OnnxStepRunner.from_net(copy.deepcopy(twin), host_step)
+        calls["frames_per_s_onnx"] = _stepper(runner, host_step, dev, steps)
     if dev.type == "cuda" and how.cuda_graph and steps == 1:
         calls["frames_per_s_graph"] = _stepper(CudaGraphStep(copy.deepcopy(twin), host_step.cuda()), host_step, dev, 1)
         if how.compile:
@@ -201,7 +208,7 @@ _RATIO_COLUMNS = [f"{r}{k}" for r in (*RATIOS, "speedup_default", "speedup_best"
 #: the columns of a bench history CSV (one row per pair, device and batch size of a run), in order
 HISTORY_COLUMNS = [
     "date", "commit", "torch", "device_name", "device", "clip_model", "continual_model", "batch_size", "rounds",
-    "default_path", *CLIP_RATES, *FRAME_RATES, "frames_per_s_onnx", "frames_per_s_per_stream",
+    "default_path", *CLIP_RATES, *FRAME_RATES, ONNX_RATE, "frames_per_s_per_stream",
     "clips_per_s_per_stream", *_RATIO_COLUMNS, "flop_ratio",
 ]  # fmt: skip
 
@@ -233,7 +240,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     Rows name their pair in ``clip_model`` and ``continual_model``."""
     width = max((len(f"{r['clip_model']}/{r['continual_model']}") for r in rows), default=4)
     head = f"{'pair':<{width}} {'device':<6} {'B':>3} {'clips/s':>8} {'frames/s':>9} {'eager ratio':>18}"
-    head += f" {'comp. c/s':>9} {'f/s':>8} {'compiled ratio':>18} {'graph f/s':>9}"
+    head += f" {'comp. c/s':>9} {'f/s':>8} {'compiled ratio':>18} {'onnx f/s':>8} {'graph f/s':>9}"
     head += f" {'default':>7} {'best':>6} {'FLOP':>6}"
     lines = [head]
     for r in rows:
@@ -243,6 +250,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
         line += f"{_ratio(r, 'speedup'):>18} "
         line += _cells(r, ("clips_per_s_compiled", 9), ("frames_per_s_compiled", 8))
         line += f" {_ratio(r, 'speedup_compiled'):>18} "
+        line += _cells(r, (ONNX_RATE, 8)) + " "
         graph = max((r[k] for k in ("frames_per_s_graph", "frames_per_s_compiled_graph") if k in r), default=None)
         line += f"{graph:>9.1f}" if graph else " " * 9
         lines.append(f"{line} {r['speedup_default']:>7.2f} {r['speedup_best']:>6.2f} {r['flop_ratio']:>6.1f}")
