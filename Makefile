@@ -102,7 +102,7 @@ demo: install ## Moving Digits end to end on CPU: train X3D-tiny, evaluate it as
 	$(PY) -m experiments.demo $(ARGS)
 
 # stream: the video it classifies; default an untrimmed Moving Digits stream under DATA_DIR, rendered on first use
-STREAM_VIDEO = $(or $(VIDEO),$${DATA_DIR:-data}/moving_digits_stream.mp4)
+STREAM_VIDEO = $(or $(VIDEO),$(or $(DATA_DIR),data)/moving_digits_stream.mp4)
 .PHONY: stream
 stream: install ## classify a video frame by frame, in real time, with the newest `make demo` run's CoX3D-tiny, compiled, CPU (VIDEO=<file.mp4|frames dir>; default: 6 generated Moving Digits actions in a row) (~1 min) -> outputs/stream/<date>/<time>/{predictions.csv,stream.json,predictions.png}
 	$(PY) -m experiments.stream experiment=cox3d_tiny_moving_digits demo_checkpoint=true video=$(STREAM_VIDEO)$(if $(VIDEO),, generate=true) num_threads=1 $(ARGS)

@@ -208,7 +208,7 @@ def test_stream_configs_compose_with_the_models_input_facts(compose_cfg):
 
 @pytest.mark.parametrize(
     "args,video,generate",
-    [([], "${DATA_DIR:-data}/moving_digits_stream.mp4", True), (["VIDEO=clip.mp4"], "clip.mp4", False)],
+    [([], "data/moving_digits_stream.mp4", True), (["VIDEO=clip.mp4"], "clip.mp4", False)],
 )
 def test_make_stream_runs_the_tool_on_the_newest_demo_checkpoint(args, video, generate):
     dry = subprocess.run(["make", "-n", "stream", *args], cwd=REPO, capture_output=True, text=True, timeout=60)
