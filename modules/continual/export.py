@@ -26,6 +26,7 @@ and the exporter sees a plain tensor program per phase.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import re
 import warnings
@@ -351,6 +352,8 @@ def _onnx_export(
     phase: int,
     options: dict[str, Any],
 ) -> Any:
+    # the exporter's graph passes log every rewrite at INFO (hundreds of lines for CoX3D-S): keep them out of runs' logs
+    logging.getLogger("onnx_ir").setLevel(max(logging.WARNING, logging.getLogger("onnx_ir").level))
     try:
         onnx_program = torch.onnx.export(
             program,
