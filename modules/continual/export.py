@@ -353,7 +353,8 @@ def _onnx_export(
     options: dict[str, Any],
 ) -> Any:
     # the exporter's graph passes log every rewrite at INFO (hundreds of lines for CoX3D-S): keep them out of runs' logs
-    logging.getLogger("onnx_ir").setLevel(max(logging.WARNING, logging.getLogger("onnx_ir").level))
+    for name in ("onnx_ir", "onnxscript"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger(name).level))
     try:
         onnx_program = torch.onnx.export(
             program,
