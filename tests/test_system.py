@@ -300,3 +300,10 @@ def test_the_fast_path_follows_new_weights_and_fills() -> None:
 
     set_temporal_fill(system.net, "replicate")
     torch.testing.assert_close(system.step_outputs(clip), plain(), atol=1e-5, rtol=1e-5)
+
+
+def test_compile_steps_false_never_compiles_even_when_testing() -> None:
+    system = _system("transient", compile_steps=False)
+    _test(system, _loader(system.net.delay + 12))  # long enough a steady state to compile for
+    steppers = list(system.clip_streams._steppers.values())
+    assert steppers and not any(s.compiled for s in steppers)

@@ -66,14 +66,14 @@ class ClipStreams:
     @torch.no_grad()
     def outputs(self, clip: Tensor, compile: bool | None = None) -> Tensor | None:
         """Every output of a fresh stream per clip row, stacked on dim 2; None if the clip is shorter than the
-        warm-up. ``compile`` (default: the constructor's) allows a compiled steady state."""
+        warm-up. ``compile=False`` forbids the compiled steady state the constructor's ``compile`` allows."""
         net = self.net()
         if not self.fast_path:
             net.clean_state()
             out = net.forward_steps(clip)
             net.clean_state()  # the state belongs to this batch's streams only
             return out
-        compile = self.compile if compile is None else compile
+        compile = self.compile and (compile is None or compile)  # an argument can forbid, never force, compiling
         stepper = self._stepper(net, clip, compile and clip.shape[2] - net.delay - 1 >= MIN_COMPILED_STEPS)
         rows = clip.shape[0]
         width = stepper.static_in.shape[0] if stepper.compiled else rows
