@@ -431,3 +431,13 @@ def test_frame_mode_times_the_fast_path_and_says_what_ran() -> None:
     assert fast["macs_per_prediction"] == plain["macs_per_prediction"]  # counted on the net as built
     assert fast["gflops_by_convention"] == plain["gflops_by_convention"]
     assert any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())  # not folded in place
+
+
+@pytest.mark.slow  # inductor compiles the step and the clip model (~30 s on 2 cores)
+@pytest.mark.parametrize("mode", ["frame", "clip"])
+def test_the_compiled_fast_path_profiles(mode: str) -> None:
+    from modules import nets
+
+    net = nets.build("co_conv_stack").eval()
+    result = profile_model(net, mode, (3, 8, 8, 8), warmup=1, repeats=2, min_time_s=0, fast_path=True, compile=True)
+    assert result["fast_path"]["compiled"] and result["peak_memory_bytes"] > 0 and result["throughput_median"] > 0

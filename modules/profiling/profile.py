@@ -139,7 +139,7 @@ def profile_model(
     whatever ``convention`` says. Each timed call includes the host→device copy of its input and the device→host
     copy of its output. Peak memory is ``memory.peak_memory`` over one call (weights, state and input included).
 
-    ``fast_path`` times (and measures the memory of) what a deployment runs: a copy of ``net`` with BatchNorm
+    ``fast_path`` times what a deployment runs: a copy of ``net`` with BatchNorm
     folded, and with ``compile`` compiled by inductor (``torch.compile`` in clip mode; ``modules.continual.
     fast_step`` in frame mode, eager if compilation fails or outlasts ``compile_timeout_s``); ``fast_path`` in the
     result says what ran. FLOPs are always counted on ``net`` as given (the conventions count its modules).
@@ -173,12 +173,11 @@ def profile_model(
 
         # every counted term (MACs, numel-based terms) grows exactly with the batch: the division is exact
         flops = {c: n // batch_size for c, n in _count_prediction(net, mode, predict, step, steps).items()}
+        # peak memory of the net as built: a compiled program cannot run under the tracking dispatch mode
+        peak = peak_memory(net, predict, device, [host_clip if mode == "clip" else host_step])
         ran = {"fold_bn": False, "compiled": False, "reason": "fast_path=false"}
         if fast_path:
-            timed_net, predict, ran = _fast_predict(net, mode, host_clip, host_step, device, compile, compile_timeout_s)
-        else:
-            timed_net = net
-        peak = peak_memory(timed_net, predict, device, [host_clip if mode == "clip" else host_step])
+            _, predict, ran = _fast_predict(net, mode, host_clip, host_step, device, compile, compile_timeout_s)
         with torch.inference_mode():  # timing only (the counters above need no_grad): no version counting
             timed = lambda: timing.time_calls(predict, device, warmup, repeats, min_time_s)  # noqa: E731
             seconds, competing = timing.competing_cores(timed)
