@@ -5,7 +5,9 @@ twin's predictions/s (B streams stepped at once), eager, on the default path (bo
 ``modules.continual.fast_step``) and (CUDA) as a CUDA graph, with the per-round ratios (median [min-max]) and
 the FLOP ratio (``modules.profiling.speedup``). Both nets get the same treatment (``fold_bn`` folds BatchNorm
 in both, as ``build(..., inference=True)`` does). Prints a table, writes ``bench.json`` and appends the rows to
-``history_file`` (CSV), so that figures over time can be drawn.
+``history_file`` (CSV), so that figures over time can be drawn. ``profile=true`` also writes ``profile.md``: where
+the time of one compiled clip call and one compiled step goes, by kind of work (``modules.profiling.step_profile``;
+CPU only), which shows what keeps the measured ratio below the FLOP ratio.
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ from omegaconf import DictConfig
 
 from experiments import utils
 from experiments.inputs import clip_input_shape
+from modules.continual import CompiledStep
 from modules.nets import build
 from modules.profiling.speedup import Timing, append_history, compare, format_table
+from modules.profiling.step_profile import format_rows, profile_clip, profile_step
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +49,28 @@ def bench_pair(pair: DictConfig, device: str, batch_size: int, cfg: DictConfig) 
     clip_net, twin = build(pair.clip, inference=fold_bn).eval(), build(pair.continual, inference=fold_bn).eval()
     row = compare(clip_net, twin, list(shape), device, batch_size, _timing(cfg, device))
     return {"clip_model": pair.clip, "continual_model": pair.continual, "fold_bn": fold_bn, **row}
+
+
+def profile_pair(pair: DictConfig, batch_size: int, cfg: DictConfig) -> str:
+    """Markdown tables of where the time goes in one call of the compiled clip model and one compiled step of
+    its twin (CPU, ``compile_backend``, inductor's kernels profiled one by one), by kind of work."""
+    from torch._inductor import config as inductor_config
+
+    shape = pair.get("input_shape") or clip_input_shape(pair.clip)
+    clip_net, twin = build(pair.clip, inference=True), build(pair.continual, inference=True)
+    clip = torch.randn(batch_size, *shape)
+    backend, options = str(cfg.compile_backend), dict(cfg.compile_options or {}) or None
+    # per-kernel profiling changes the generated code, so both nets are compiled anew under it
+    with inductor_config.patch({"cpp.enable_kernel_profile": True}), torch.no_grad():
+        compiled_clip = torch.compile(clip_net, backend=backend, dynamic=False, options=options)
+        stepper = CompiledStep(twin, clip[:, :, 0].clone(), backend=backend, options=options)
+        clip_rows = profile_clip(compiled_clip, clip)
+        step_rows = profile_step(stepper, clip[:, :, 0].clone())
+    name = f"{pair.clip} / {pair.continual}, batch {batch_size}, {torch.get_num_threads()} threads"
+    return "\n\n".join(
+        [format_rows(clip_rows, f"### {pair.clip}: one compiled clip call ({name})"),
+         format_rows(step_rows, f"### {pair.continual}: one compiled step ({name})")]
+    )  # fmt: skip
 
 
 def bench(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -68,7 +94,22 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
     log.info(f"wrote {path}")
     if cfg.history_file:
         append_history(rows, Path(cfg.history_file), {**meta, "rounds": int(cfg.rounds)})
+    if cfg.get("profile"):
+        _write_profiles(cfg, meta)
     return rows
+
+
+def _write_profiles(cfg: DictConfig, meta: dict[str, Any]) -> None:
+    tables = [f"# Where the time goes ({meta['date']}, commit {meta['commit']}, torch {meta['torch']})"]
+    for batch_size in sorted({int(b) for pair in cfg.pairs for b in pair.get("batch_sizes") or cfg.batch_sizes}):
+        for pair in (p for p in cfg.pairs if batch_size in (p.get("batch_sizes") or cfg.batch_sizes)):
+            log.info(f"profiling {pair.clip} vs {pair.continual} on cpu, batch {batch_size}")
+            tables.append(profile_pair(pair, batch_size, cfg))
+    text = "\n\n".join(tables) + "\n"
+    print(text)
+    path = Path(cfg.output_file).with_name("profile.md")
+    path.write_text(text)
+    log.info(f"wrote {path}")
 
 
 def _commit() -> str | None:
@@ -96,6 +137,8 @@ def main(cfg: DictConfig) -> None:
         for r in rows
     }
     files = {"results": cfg.output_file, "history": cfg.history_file}
+    if cfg.get("profile"):
+        files["profile"] = str(Path(cfg.output_file).with_name("profile.md"))
     utils.report_run("bench", cfg.paths.output_dir, files, headline)
 
 

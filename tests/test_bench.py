@@ -62,3 +62,18 @@ def test_a_prediction_takes_the_output_of_whichever_step_emits():
     assert predict().item() == 1  # the second of four steps emitted: a compiled step's phase
     with pytest.raises(RuntimeError, match="no output in 4 steps"):
         predict()
+
+
+def test_profile_true_writes_where_the_time_of_a_clip_call_and_a_step_goes(compose_cfg, tmp_path, capsys):
+    pair = "[{clip: conv_stack, continual: co_conv_stack, input_shape: [3, 8, 16, 16]}]"
+    overrides = [f"pairs={pair}", "devices=[cpu]", "rounds=1", "round_seconds=0.05", "warmup=1", "batch_sizes=[1]"]
+    overrides += ["compile_backend=eager", "history_file=null", "onnx=false", "profile=true"]
+    main(compose_cfg("bench.yaml", overrides))
+    text = (tmp_path / "run" / "profile.md").read_text()
+    clip_part, step_part = text.split("### co_conv_stack: one compiled step")
+    assert "### conv_stack: one compiled clip call (conv_stack / co_conv_stack, batch 1" in clip_part
+    for part in (clip_part, step_part):
+        # the convolutions' time with their MACs, the rest by kind, and the wall time they add up to
+        assert re.search(r"^\| \S+\s+\| macs\s+\|", part, re.MULTILINE)
+        assert "| overhead" in part and "| total              | wall unprofiled" in part
+    assert re.search(r"^  profile\s+run/profile\.md$", capsys.readouterr().out, re.MULTILINE)
