@@ -17,8 +17,9 @@ profiled call less its op self times (Python, module dispatch and the profiler's
 profiler, just before: the difference to the profiled wall is roughly the profiler's cost).
 
 A compiled callable (``CompiledStep``, ``torch.compile``) has no module scopes: pass it as ``fn`` and its ops are
-filed by kind only. Why it matters: a step of a continual 3D CNN does ``1 / T`` of a clip's MACs in ops ``T``
-times smaller, which a CPU runs at a lower MAC rate and with the same per-op cost; these tables show by how much.
+filed by kind, its MAC ops by op (``op conv depthwise``, ``op conv``, ``op matmul``). Why it matters: a step of a
+continual 3D CNN does ``1 / T`` of a clip's MACs in ops ``T`` times smaller, which a CPU runs at a lower MAC rate
+and with the same per-op cost; these tables show by how much.
 """
 
 from __future__ import annotations
@@ -186,7 +187,24 @@ def _classify(event: Any) -> tuple[str, str]:
         node = node.cpu_parent
     if kind is None:
         kind = "fused" if "cpp_fused" in event.name or "cpp_kernel" in event.name else "other"
+    if category is None and kind == "macs":
+        category = _mac_category(event)  # a compiled call has no module scopes: at least split convs and GEMMs
     return category or "unscoped", kind
+
+
+def _mac_category(event: Any) -> str:
+    """``op conv depthwise``, ``op conv`` or ``op matmul``: the innermost MAC op at or above ``event`` (a
+    pointwise conv stepped as a matrix product is a matmul here)."""
+    node = event
+    while node is not None:
+        if node.name in _CONV_ARGS or "conv" in node.name:  # a leaf conv or its wrappers (weight second)
+            shapes = node.input_shapes or []
+            weight = shapes[1] if len(shapes) > 1 else []
+            return "op conv depthwise" if len(weight) > 1 and weight[1] == 1 else "op conv"
+        if node.name in _MATMUL_ARGS or node.name in _LINEAR_ARGS or node.name in _MAC_PARENTS:
+            return "op matmul"
+        node = node.cpu_parent
+    return "unscoped"
 
 
 def _inside_counted(event: Any) -> bool:
