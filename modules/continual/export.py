@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import warnings
 from collections.abc import Callable, Sequence
@@ -39,6 +38,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import CoModule, StatefulModule, out_of_place
+from .replay import cycle_counters, steady_period, warm_to_cycle
 
 if TYPE_CHECKING:  # numpy is imported where arrays are made: the core imports torch only
     import numpy as np
@@ -215,7 +215,7 @@ def export(
         raise TypeError(f"co.export needs a continual net (a CoModule), got {type(net).__name__}")
     if net.training:
         raise ValueError(f"co.export needs {type(net).__name__}.eval(): training-mode layers cannot step")
-    period = _period(net)
+    period = steady_period(net)
     if period > max_phases:
         raise ExportError(
             f"{type(net).__name__}'s step repeats only every {period} steps ({period} programs): raise max_phases "
@@ -223,7 +223,7 @@ def export(
         )
     with torch.inference_mode(False), torch.no_grad():
         step = first_step.detach().clone()
-        fed = _warm_up(net, step, period) + _feed(net, step, warmup_steps)
+        fed = warm_to_cycle(net, step, period, ExportError) + _feed(net, step, warmup_steps)
         exported = _trace_phases(net, step, period, fed, format, onnx_options or {})
     if path is not None:
         exported.save(path)
@@ -293,7 +293,7 @@ def _trace_phases(
     names = tuple(name for name, _ in slots)
     start = net.get_state()
     initial = tuple(getattr(m, n).detach().clone() for _, (m, n) in slots)
-    cycle0 = _cycle_counters(net)
+    cycle0 = cycle_counters(net)
     programs, emits, outputs = [], [], []
     input_names = ("step", *(f"state_{j}" for j in range(len(slots))))
     for phase in range(period):
@@ -311,7 +311,7 @@ def _trace_phases(
         programs.append(program)
         emits.append(emitted)
         outputs.append(output_names)
-    if _cycle_counters(net) != cycle0:
+    if cycle_counters(net) != cycle0:
         raise ExportError(
             f"{type(net).__name__}'s step counters do not repeat after {period} steps: its step is not periodic "
             "in the temporal stride, so a fixed set of programs cannot stand for it"
@@ -411,26 +411,6 @@ def _feed(net: nn.Module, step: Tensor, count: int) -> int:
     return count
 
 
-def _warm_up(net: nn.Module, step: Tensor, period: int) -> int:
-    """Start a fresh stream and step until the net has emitted and every step counter cycles; returns the count."""
-    net.clean_state()
-    fed, out = 0, None
-    while out is None:
-        if fed > net.delay:
-            raise ExportError(f"{type(net).__name__} emitted nothing after net.delay + 1 = {fed} steps")
-        out = net.forward_step(step)
-        fed += 1
-    history = [_cycle_counters(net)]
-    limit = fed + int(net.receptive_field) + 2 * period
-    while len(history) <= period or history[-1] != history[-1 - period]:
-        if fed >= limit:
-            raise ExportError(f"{type(net).__name__}'s step counters did not settle into a cycle within {fed} steps")
-        net.forward_step(step)
-        fed += 1
-        history.append(_cycle_counters(net))
-    return fed
-
-
 # --- state slots ----------------------------------------------------------------------------------------------------
 def _state_tree(net: nn.Module) -> list[tuple[str, nn.Module]]:
     """Every module holding a part of ``net``'s stream state, each once, with its path, in ``get_state`` order.
@@ -479,26 +459,6 @@ def _active(slots: list[tuple[str, Slot]]) -> list[tuple[str, Slot]]:
 
 def _counters(net: nn.Module) -> list[tuple[StatefulModule, int]]:
     return [(m, m._t) for _, m in _state_tree(net) if isinstance(m, StatefulModule)]
-
-
-def _cycle_counters(net: nn.Module) -> tuple[int, ...]:
-    """The host counters that decide what a step computes. A recycling positional encoding's counter is left out:
-    its steps read the device index (a state tensor); the int only serves clips and cycles with the table size."""
-    from .positional import RecyclingPositionalEncoding
-
-    return tuple(t for m, t in _counters(net) if not isinstance(m, RecyclingPositionalEncoding))
-
-
-def _period(net: nn.Module) -> int:
-    """Steps after which the steady-state step repeats: the temporal stride, and the landmark refresh cycle of a
-    continual Nyström attention."""
-    from .nystrom import ContinualNystromAttention
-
-    period = int(net.stride[0])
-    for _, m in _state_tree(net):
-        if isinstance(m, ContinualNystromAttention):
-            period = math.lcm(period, m.num_landmarks * m.refresh_period)
-    return period
 
 
 def _check_state(exported: ExportedStep, state: Sequence[Any], where: str) -> None:

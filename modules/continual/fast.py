@@ -86,7 +86,7 @@ def fast_step(
     def build() -> None:
         try:
             stepper = CompiledStep(target, example_step, backend=backend, options=options)
-            for _ in range(stepper.stride):  # the first call of each phase compiles
+            for _ in range(stepper.phases):  # a backend other than inductor compiles on the first call of a phase
                 stepper(example_step)
             stepper.clean_state()
             result["stepper"] = stepper

@@ -16,6 +16,7 @@ captured once and replayed.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -23,9 +24,9 @@ import torch
 from torch import Tensor, nn
 from torch.fx.experimental.proxy_tensor import make_fx
 
-from .base import state_slots, stateful_leaves
+from .base import StatefulModule, state_slots, stateful_leaves
 
-__all__ = ["CompiledStep", "CudaGraphStep", "warm_until_output"]
+__all__ = ["CompiledStep", "CudaGraphStep", "cycle_counters", "steady_period", "warm_to_cycle", "warm_until_output"]
 
 
 def warm_until_output(net: nn.Module, step: Tensor, extra_steps: int = 0) -> int:
@@ -40,6 +41,46 @@ def warm_until_output(net: nn.Module, step: Tensor, extra_steps: int = 0) -> int
     for _ in range(extra_steps):
         net.forward_step(step)
     return fed + extra_steps
+
+
+def cycle_counters(net: nn.Module) -> tuple[int, ...]:
+    """The host step counters that decide what a step computes. A recycling positional encoding's counter is left
+    out: its steps read the device index (a state tensor); the int only serves clips and cycles with the table."""
+    from .positional import RecyclingPositionalEncoding
+
+    leaves = (m for m in stateful_leaves(net) if isinstance(m, StatefulModule))
+    return tuple(m._t for m in leaves if not isinstance(m, RecyclingPositionalEncoding))
+
+
+def steady_period(net: nn.Module) -> int:
+    """Steps after which a warmed-up step repeats: the temporal stride, and the landmark refresh cycle of a
+    continual Nyström attention."""
+    from .nystrom import ContinualNystromAttention
+
+    period = int(net.stride[0])
+    for m in stateful_leaves(net):
+        if isinstance(m, ContinualNystromAttention):
+            period = math.lcm(period, m.num_landmarks * m.refresh_period)
+    return period
+
+
+def warm_to_cycle(net: nn.Module, step: Tensor, period: int, error: type[Exception] = RuntimeError) -> int:
+    """Start a fresh stream in ``net`` and feed ``step`` until the net has emitted and its step counters repeat
+    every ``period`` steps; returns the number of steps fed (``error`` is raised where that does not happen)."""
+    net.clean_state()
+    try:
+        fed = warm_until_output(net, step)
+    except RuntimeError as err:
+        raise error(str(err)) from None
+    history = [cycle_counters(net)]
+    limit = fed + int(net.receptive_field) + 2 * period
+    while len(history) <= period or history[-1] != history[-1 - period]:
+        if fed >= limit:
+            raise error(f"{type(net).__name__}'s step counters did not settle into a cycle within {fed} steps")
+        net.forward_step(step)
+        fed += 1
+        history.append(cycle_counters(net))
+    return fed
 
 
 class CudaGraphStep:
@@ -112,36 +153,48 @@ class CompiledStep:
         warmup_steps: int = 3,
         cuda_graph: bool = False,
         options: dict[str, Any] | None = None,
+        max_phases: int = 16,
     ) -> None:
         if net.training:
             raise ValueError("CompiledStep needs net.eval(): training-mode layers cannot step")
         if cuda_graph and first_step.device.type != "cuda":
             raise ValueError("CompiledStep(cuda_graph=True) needs the step on a CUDA device")
         self.net, self.backend, self.options = net, backend, options
-        self._row_streams: dict[int, nn.Module] = {}
+        self._row_streams: dict[int, tuple[nn.Module, int]] = {}  # row -> (its eager stream, steps fed)
         self._row_template: nn.Module | None = None
+        self._period = steady_period(net)
+        if self._period > max_phases:
+            raise ValueError(
+                f"{type(net).__name__}'s step repeats only every {self._period} steps (temporal stride and landmark "
+                f"refresh cycle): that is {self._period} programs to compile, more than max_phases={max_phases}; "
+                "step it eagerly or raise max_phases"
+            )
         # Not in inference mode: the state must stay ordinary tensors that the programs may update in place.
         with torch.inference_mode(False), torch.no_grad():
             self.static_in = first_step.clone()  # one input tensor for every call: stable compile guards
-            net.clean_state()
-            whole_strides = -(-warmup_steps // self._period) * self._period
-            warm_until_output(net, self.static_in, whole_strides)  # the next step is phase 0
+            fed = warm_to_cycle(net, self.static_in, self._period)
+            extra = -(-(fed + warmup_steps) // self._period) * self._period - fed  # start on a whole cycle
+            for _ in range(extra):
+                net.forward_step(self.static_in)
+            self._warmup_length = fed + extra
+            self._cycle = cycle_counters(net)  # phase 0: a new stream joins the programs where its counters match
             self._slots = [(m, n) for m, n in state_slots(net) if getattr(m, n) is not None]
             self._buffers = [getattr(m, n) for m, n in self._slots]
             self._counters = [(m, m.__dict__["_t"]) for m in stateful_leaves(net) if "_t" in m.__dict__]
             self._phases = [self._compile(self._trace()) for _ in range(self._period)]
+            if cycle_counters(net) != self._cycle:
+                raise ValueError(
+                    f"{type(net).__name__}'s step counters do not repeat after {self._period} steps: a fixed set "
+                    "of compiled programs cannot stand for its step; step it eagerly"
+                )
             self._bind()
             if cuda_graph:
                 self._phases = [self._capture(phase) for phase in self._phases]
-        self._next = 0
-        self._eager = False  # True while a new stream warms up on `net`
+        self._next, self._fed = 0, 0
+        self._eager = False  # True while a new stream warms up on `net` (``_fed`` steps so far)
 
     compiled = True
     reason = "compiled"
-
-    @property
-    def _period(self) -> int:
-        return int(self.net.stride[0])
 
     @property
     def delay(self) -> int:
@@ -149,6 +202,16 @@ class CompiledStep:
 
     @property
     def stride(self) -> int:
+        return int(self.net.stride[0])
+
+    @property
+    def warmup_length(self) -> int:
+        """Steps the construction fed before tracing: the stream the programs go on from has seen this many."""
+        return self._warmup_length
+
+    @property
+    def phases(self) -> int:
+        """Compiled programs, one per step of the cycle after which the step repeats."""
         return self._period
 
     @property
@@ -255,26 +318,44 @@ class CompiledStep:
         self._check(step)
         with torch.inference_mode(False), torch.no_grad():
             out = self.net.forward_step(step)
-            if out is not None and all(getattr(m, n) is not None for m, n in self._slots):
+            self._fed += 1
+            if self._joins(self.net, self._slots, self._fed):
                 for (module, name), buffer in zip(self._slots, self._buffers):
                     buffer.copy_(getattr(module, name))
                 self._bind()
                 self._next, self._eager = 0, False
         return out
 
+    def _joins(self, stream: nn.Module, slots: list[tuple[nn.Module, str]], fed: int) -> bool:
+        """Whether a warming-up stream may go on in the compiled programs: it has emitted (every state tensor
+        exists) and its counters are at the start of the traced cycle. Past the traced warm-up's length it never
+        will: that is a bug, not a slow stream."""
+        if fed < int(stream.delay) + 1 or any(getattr(m, n) is None for m, n in slots):
+            return False
+        if cycle_counters(stream) == self._cycle:
+            return True
+        if fed > self._warmup_length + self._period:
+            raise RuntimeError(
+                f"a new stream of {type(stream).__name__} did not reach the compiled cycle's step counters "
+                f"{self._cycle} within {fed} steps"
+            )
+        return False
+
     def _row_warm_steps(self, step: Tensor, out: Tensor | None) -> Tensor | None:
         """Step each restarted row on its own eager copy of ``net``; splice its state into the batch once it
         emits (that output is the row's), NaN in its output row before."""
         out = None if out is None else out.clone()
         with torch.inference_mode(False), torch.no_grad():
-            for row, stream in list(self._row_streams.items()):
+            for row, (stream, fed) in list(self._row_streams.items()):
                 emitted = stream.forward_step(step[row : row + 1])
                 if out is not None:
                     out[row] = emitted[0] if emitted is not None else float("nan")
                 slots = self._matching_slots(stream)
-                if emitted is not None and all(getattr(m, n) is not None for m, n in slots):
+                if emitted is not None and self._joins(stream, slots, fed + 1):
                     self._splice(row, slots)
                     del self._row_streams[row]
+                else:
+                    self._row_streams[row] = (stream, fed + 1)
         return out
 
     def _splice(self, row: int, slots: list[tuple[nn.Module, str]]) -> None:
@@ -298,12 +379,13 @@ class CompiledStep:
         if rows is None:
             self._row_streams.clear()
             self.net.clean_state()
-            self._eager = True
+            self._eager, self._fed = True, 0
             return
         if self._period != 1:
             raise ValueError(
-                f"CompiledStep.clean_state(rows=...) needs temporal stride 1 (the net has {self._period}): a "
-                "restarted row would emit out of phase with the others; restart the whole batch with clean_state()"
+                f"CompiledStep.clean_state(rows=...) needs a step that repeats every step (this one repeats every "
+                f"{self._period}: temporal stride or landmark refresh): a restarted row would run out of phase with "
+                "the others; restart the whole batch with clean_state()"
             )
         if self._eager:
             raise ValueError("clean_state(rows=...) while the whole batch warms up: its rows start fresh anyway")
@@ -315,13 +397,13 @@ class CompiledStep:
                 self._row_template = copy.deepcopy(self.net)
             stream = copy.deepcopy(self._row_template)
             stream.clean_state()
-            self._row_streams[row] = stream
+            self._row_streams[row] = (stream, 0)
 
     def get_state(self) -> dict[str, Any]:
         """A snapshot of every stream (restore it with ``set_state``; later steps do not change it)."""
         if self._eager:
-            return {"eager": self.net.get_state()}
-        rows = {r: s.get_state() for r, s in self._row_streams.items()}
+            return {"eager": self.net.get_state(), "fed": self._fed}
+        rows = {r: (s.get_state(), fed) for r, (s, fed) in self._row_streams.items()}
         return {"buffers": [b.clone() for b in self._buffers], "phase": self._next, "rows": rows}
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -331,7 +413,7 @@ class CompiledStep:
         self._row_streams.clear()
         if "eager" in state:
             self.net.set_state(state["eager"])
-            self._eager = True
+            self._eager, self._fed = True, int(state.get("fed", 0))
             return
         if len(state["buffers"]) != len(self._buffers) or any(
             a.shape != b.shape for a, b in zip(state["buffers"], self._buffers)
@@ -341,7 +423,7 @@ class CompiledStep:
             buffer.copy_(value)
         self._bind()
         self._next, self._eager = int(state["phase"]), False
-        for row, row_state in state.get("rows", {}).items():
+        for row, (row_state, fed) in state.get("rows", {}).items():
             stream = copy.deepcopy(self._row_template or self.net)
             stream.set_state(row_state)
-            self._row_streams[row] = stream
+            self._row_streams[row] = (stream, fed)

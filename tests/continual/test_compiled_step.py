@@ -38,14 +38,10 @@ def _check(
     net = net.to(device)
     clip = torch.randn(2, 3, steps, 8, 8, device=device)
     first = torch.randn(2, 3, 8, 8, device=device)
-    warmup = 2
-    stride = net.stride[0]
     with torch.no_grad():
-        net.clean_state()
-        whole_strides = -(-warmup // stride) * stride  # the warm-up ends on an emitting step
-        fed = co.replay.warm_until_output(copy.deepcopy(net), first, whole_strides)  # tracing does not step
-        expected = _expected(net, first, clip, fed)
-        compiled = co.CompiledStep(net, first, backend=backend, warmup_steps=warmup, cuda_graph=cuda_graph)
+        twin = copy.deepcopy(net)
+        compiled = co.CompiledStep(net, first, backend=backend, warmup_steps=2, cuda_graph=cuda_graph)
+        expected = _expected(twin, first, clip, compiled.warmup_length)  # tracing does not step
         outputs = [None if (o := compiled(clip[:, :, t])) is None else o.clone() for t in range(steps)]
     for out, ref in zip(outputs, expected, strict=True):
         assert (out is None) == (ref is None)
@@ -126,8 +122,37 @@ def test_cox3d_tiny_traced_step_equals_eager() -> None:
     clip = torch.randn(1, 3, steps, 32, 32)
     first = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
-        fed = co.replay.warm_until_output(copy.deepcopy(net), first, 0)
-        expected = _expected(net, first, clip, fed)
+        twin = copy.deepcopy(net)
         compiled = co.CompiledStep(net, first, backend="eager", warmup_steps=0)
+        expected = _expected(twin, first, clip, compiled.warmup_length)
         outputs = [compiled(clip[:, :, t]) for t in range(steps)]
     torch.testing.assert_close(torch.stack(outputs), torch.stack(expected), atol=1e-5, rtol=1e-5)
+
+
+def test_a_step_that_repeats_every_few_steps_gets_one_program_per_step_of_its_cycle() -> None:
+    """A continual Nyström attention refreshes one landmark row every ``refresh_period`` steps: its step repeats
+    only after ``num_landmarks * refresh_period`` steps, so one traced step cannot stand for all of them."""
+    from modules.continual.nystrom import ContinualNystromAttention
+
+    torch.manual_seed(0)
+    net = ContinualNystromAttention(8, 2, 2, sequence_len=4).eval()  # 2 landmarks refreshed every 2 steps
+    assert co.replay.steady_period(net) == 4
+    first, stream = torch.randn(2, 8), torch.randn(2, 8, 14)
+    with torch.no_grad():
+        twin = copy.deepcopy(net)
+        compiled = co.CompiledStep(net, first, backend="eager")
+        assert compiled.phases == 4
+        expected = _expected(twin, first, stream, compiled.warmup_length)
+        outputs = [compiled(stream[:, :, t]) for t in range(stream.shape[2])]
+        torch.testing.assert_close(outputs, expected, atol=1e-5, rtol=1e-5)
+        # a new stream warms up eagerly and joins the programs where its counters meet the cycle's start
+        compiled.clean_state()
+        twin.clean_state()
+        outputs = [compiled(stream[:, :, t]) for t in range(stream.shape[2])]
+        expected = [twin.forward_step(stream[:, :, t]) for t in range(stream.shape[2])]
+        assert outputs[:3] == [None] * 3
+        torch.testing.assert_close(outputs[3:], expected[3:], atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="repeats every 4: temporal stride or landmark refresh"):
+            compiled.clean_state(rows=[0])
+    with pytest.raises(ValueError, match=r"repeats only every 4 steps .* more than max_phases=2"):
+        co.CompiledStep(copy.deepcopy(twin), first, backend="eager", max_phases=2)
