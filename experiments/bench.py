@@ -91,6 +91,8 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
     torch.manual_seed(cfg.seed)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
+    # the commit of the code this process runs: taken before timing, since the checkout may move during a long run
+    meta = {"date": dt.datetime.now().isoformat(timespec="seconds"), "commit": _commit(), "torch": torch.__version__}
     rows = []
     for device in cfg.devices:
         if device == "cuda" and not torch.cuda.is_available():
@@ -101,7 +103,6 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
                 log.info(f"benchmarking {pair.clip} vs {pair.continual} on {device}, batch {batch_size}")
                 rows.append(bench_pair(pair, device, int(batch_size), cfg))
     print(format_table(rows))
-    meta = {"date": dt.datetime.now().isoformat(timespec="seconds"), "commit": _commit(), "torch": torch.__version__}
     path = Path(cfg.output_file)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"meta": {**meta, "threads": torch.get_num_threads()}, "rows": rows}, indent=2) + "\n")
