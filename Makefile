@@ -116,7 +116,7 @@ eval-cox3d: install ## evaluate CoX3D under the frame protocol: ARGS="ckpt_path=
 profile-cox3d: install ## params, GFLOPs, peak memory, throughput of every Kinetics table row on CPU, batch 1 (~3 min) -> outputs/results/<RESULTS, default mine>/kinetics400_profile.csv, never over an earlier one (RESULTS=reference: paper/results/)
 	$(PY) -m experiments.profile_table --table kinetics400 --output $(RESULTS_DIR)/kinetics400_profile.csv$(if $(filter reference,$(RESULTS)), --replace) $(ARGS)
 
-bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1 and their ratio, eager and compiled, CPU (+CUDA) (~3 min CPU, ~5 the first time) -> outputs/bench/.../bench.json
+bench-cox3d: install ## X3D-S/M clips/s vs CoX3D-S/M frames/s at batch 1, 8, 32: eager, default (compiled), onnxruntime, CUDA graph; ARGS="profile=true" adds profile.md (~36 min CPU; ARGS="batch_sizes=[1,8]" ~10) -> outputs/bench/.../bench.json
 	$(PY) -m experiments.bench $(ARGS)
 
 .PHONY: check-data profile-skeletons bench-skeletons train-cooadtr eval-cooadtr sweep-cooadtr profile-transformers bench-transformers demo-transformers
