@@ -26,6 +26,7 @@ from omegaconf import DictConfig
 from experiments import utils
 from experiments.inputs import clip_input_shape
 from modules.continual import CompiledStep
+from modules.continual.replay import compile_graph
 from modules.nets import build
 from modules.profiling.speedup import Timing, append_history, compare, format_table
 from modules.profiling.step_profile import format_rows, profile_clip, profile_step
@@ -76,15 +77,9 @@ def profile_pair(pair: DictConfig, batch_size: int, cfg: DictConfig) -> str:
 def _compile_clip(net: torch.nn.Module, clip: torch.Tensor, backend: str, options: dict[str, Any] | None) -> Any:
     """``net`` traced to aten ops on ``clip`` and compiled as ``CompiledStep`` compiles a step: without dynamo,
     whose guards would recompile the net once the profiler is on (and count the compilation as the call)."""
-    from torch._inductor import compile as inductor_compile
     from torch.fx.experimental.proxy_tensor import make_fx
 
-    graph = make_fx(net)(clip)
-    if backend == "eager":
-        return graph
-    if backend == "inductor":
-        return inductor_compile(graph, [clip], options=options)
-    return torch.compile(graph, backend=backend, dynamic=False, fullgraph=True, options=options)
+    return compile_graph(make_fx(net)(clip), [clip], backend, options)
 
 
 def bench(cfg: DictConfig) -> list[dict[str, Any]]:
@@ -122,9 +117,13 @@ def _write_profiles(cfg: DictConfig, meta: dict[str, Any]) -> None:
             tables.append(profile_pair(pair, batch_size, cfg))
     text = "\n\n".join(tables) + "\n"
     print(text)
-    path = Path(cfg.output_file).with_name("profile.md")
+    path = _profile_path(cfg)
     path.write_text(text)
     log.info(f"wrote {path}")
+
+
+def _profile_path(cfg: DictConfig) -> Path:
+    return Path(cfg.output_file).with_name("profile.md")
 
 
 def _commit() -> str | None:
@@ -153,7 +152,7 @@ def main(cfg: DictConfig) -> None:
     }
     files = {"results": cfg.output_file, "history": cfg.history_file}
     if cfg.get("profile"):
-        files["profile"] = str(Path(cfg.output_file).with_name("profile.md"))
+        files["profile"] = str(_profile_path(cfg))
     utils.report_run("bench", cfg.paths.output_dir, files, headline)
 
 

@@ -15,9 +15,10 @@ captured once and replayed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -26,7 +27,15 @@ from torch.fx.experimental.proxy_tensor import make_fx
 
 from .base import StatefulModule, state_slots, stateful_leaves
 
-__all__ = ["CompiledStep", "CudaGraphStep", "cycle_counters", "steady_period", "warm_to_cycle", "warm_until_output"]
+__all__ = [
+    "CompiledStep",
+    "CudaGraphStep",
+    "compile_graph",
+    "cycle_counters",
+    "steady_period",
+    "warm_to_cycle",
+    "warm_until_output",
+]
 
 
 def warm_until_output(net: nn.Module, step: Tensor, extra_steps: int = 0) -> int:
@@ -83,6 +92,23 @@ def warm_to_cycle(net: nn.Module, step: Tensor, period: int, error: type[Excepti
     return fed
 
 
+def compile_graph(
+    graph: torch.fx.GraphModule, example_inputs: list[Tensor], backend: str, options: dict[str, Any] | None = None
+) -> Callable[..., Any]:
+    """A graph traced to aten ops (``make_fx``) compiled with ``backend``: ``"eager"`` returns it as it is,
+    ``"inductor"`` hands it to inductor directly (``torch._inductor.compile``; ``options`` are config patches),
+    any other name goes through ``torch.compile``. Straight to inductor because the graph is already aten ops, and
+    torch.compile's guards over every weight and state tensor cost ~0.5 ms per CoX3D-S step on 2 CPU cores (~4 %),
+    and recompile once a profiler is on."""
+    if backend == "eager":
+        return graph
+    if backend == "inductor":
+        from torch._inductor import compile as inductor_compile
+
+        return inductor_compile(graph, example_inputs, options=options)
+    return torch.compile(graph, backend=backend, dynamic=False, fullgraph=True, options=options)
+
+
 class CudaGraphStep:
     """``CudaGraphStep(net, first_step)`` captures ``net.forward_step`` after stepping ``first_step`` through it
     until it emits; calling it with a step returns the next output (a view of a static buffer: clone it to keep).
@@ -115,9 +141,10 @@ class CudaGraphStep:
 
 
 class CompiledStep:
-    """``CompiledStep(net, first_step)`` warms a fresh stream in ``net`` up on ``first_step`` (until it emits, plus
-    ``warmup_steps`` rounded up to whole strides), traces the next ``net.stride[0]`` steps, one program per
-    phase ``step -> output``, and compiles them with ``torch.compile(backend=backend)``. Calling it with
+    """``CompiledStep(net, first_step)`` warms a fresh stream in ``net`` up on ``first_step`` (until it emits and
+    its step counters cycle, plus ``warmup_steps`` rounded up to whole cycles), traces the next ``phases`` steps
+    (the cycle after which the step repeats: the temporal stride, and a Nyström attention's landmark refresh;
+    at most ``max_phases``), one program per phase ``step -> output``, and compiles them. Calling it with
     a step returns the next output (a new tensor) or None on a step that does not emit, exactly as
     ``net.forward_step`` would; the stream goes on from the warm-up (``clean_state()`` starts a new one).
 
@@ -232,12 +259,18 @@ class CompiledStep:
         functionalised into a fresh copy of the whole window per layer in the default layout plus a copy back:
         3.4x slower for CoX3D-S on 2 CPU cores (50.7 vs 14.8 ms per step). New streams, restarted rows and
         snapshots copy values into the same buffers, so one program still serves them all."""
-        saved = [b.clone() for b in self._buffers]
-        graph = make_fx(lambda step: self._step_in_buffers(step))(self.static_in)
-        for buffer, value in zip(self._buffers, saved):
-            buffer.copy_(value)
+        with self._buffers_kept():
+            graph = make_fx(lambda step: self._step_in_buffers(step))(self.static_in)
         self._bind_state()
         return graph
+
+    @contextlib.contextmanager
+    def _buffers_kept(self) -> Iterator[None]:
+        """Run a real step (a trace, a capture) without advancing the stream: the buffers' values are restored."""
+        saved = [b.clone() for b in self._buffers]
+        yield
+        for buffer, value in zip(self._buffers, saved):
+            buffer.copy_(value)
 
     def _step_in_buffers(self, step: Tensor) -> tuple[Tensor, ...]:
         self._bind_state()
@@ -250,27 +283,17 @@ class CompiledStep:
         return () if out is None else (out.clone(),)
 
     def _compile(self, graph: torch.fx.GraphModule) -> Callable[..., Any]:
-        if self.backend == "eager":
-            return graph
-        if self.backend == "inductor":
-            # Straight to inductor: the graph is already aten ops, and torch.compile's guards over every weight
-            # and state tensor cost ~0.5 ms per CoX3D-S step on 2 CPU cores (~4 %).
-            from torch._inductor import compile as inductor_compile
-
-            return inductor_compile(graph, [self.static_in], options=self.options)
-        return torch.compile(graph, backend=self.backend, dynamic=False, fullgraph=True, options=self.options)
+        return compile_graph(graph, [self.static_in], self.backend, self.options)
 
     def _capture(self, phase: Callable[..., Any]) -> Callable[..., Any]:
         """``phase`` recorded as a CUDA graph over the fixed state buffers, after one real call (it compiles);
         the stream's state is restored afterwards, so capturing does not advance it."""
-        saved = [b.clone() for b in self._buffers]
-        phase(self.static_in)
-        graph = torch.cuda.CUDAGraph()
-        torch.cuda.synchronize(self.static_in.device)
-        with torch.cuda.graph(graph):
-            static_out = phase(self.static_in)
-        for buffer, value in zip(self._buffers, saved):
-            buffer.copy_(value)
+        with self._buffers_kept():
+            phase(self.static_in)
+            graph = torch.cuda.CUDAGraph()
+            torch.cuda.synchronize(self.static_in.device)
+            with torch.cuda.graph(graph):
+                static_out = phase(self.static_in)
 
         def replay(_: Tensor) -> Any:
             graph.replay()

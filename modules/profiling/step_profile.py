@@ -197,7 +197,7 @@ def _mac_category(event: Any) -> str:
     pointwise conv stepped as a matrix product is a matmul here)."""
     node = event
     while node is not None:
-        if node.name in _CONV_ARGS or "conv" in node.name:  # a leaf conv or its wrappers (weight second)
+        if "conv" in node.name:  # a leaf conv (every name in _CONV_ARGS) or its wrappers: the weight comes second
             shapes = node.input_shapes or []
             weight = shapes[1] if len(shapes) > 1 else []
             return "op conv depthwise" if len(weight) > 1 and weight[1] == 1 else "op conv"
