@@ -1,8 +1,39 @@
-# Every target that runs code depends on .venv, so `make test` on a fresh clone installs first.
+# Every target that runs code depends on install (.venv), so `make test` on a fresh clone installs first.
+# Offline, on a machine with torch but no package registry (a stock PyTorch GPU image): `make wheels` here writes
+# the wheels that such an image lacks into .whl/, and there `make <target> PYTHON=python3 WHEELS=.whl` runs every
+# target with PYTHON (which must hold torch), those wheels unpacked into .site/ and the repository on PYTHONPATH.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
+WHEELS ?=
+SITE := .site
+ifeq ($(WHEELS),)
 PY := $(VENV)/bin/python
+RUFF := $(VENV)/bin/ruff
+INSTALLED := $(VENV)/.installed
+else
+# absolute paths: the tests chdir to a temporary folder and start `python -m experiments.<name>` subprocesses
+PY := PYTHONPATH=$(CURDIR)/$(SITE):$(CURDIR)$(if $(PYTHONPATH),:$(PYTHONPATH)) $(PYTHON)
+RUFF := $(PY) -m ruff
+INSTALLED := $(SITE)/.installed
+endif
+# `make wheels`: what a stock PyTorch GPU image (torch, Lightning, torchmetrics, numpy, scipy, pandas, matplotlib,
+# scikit-learn, onnx, onnxruntime, pytest, PyYAML, packaging, ...) lacks for `make test-gpu` (pytest imports every
+# test module, gpu or not) and `make bench-gpu`, each at the version .venv holds, so the GPU run uses what the CPU
+# tests here use. Not needed there, so left out: av (writes test videos; 34 MiB), wandb, submitit, ptflops, fvcore.
+WHEELS_DIR ?= .whl
+WHEEL_PACKAGES := hydra-core# tests/conftest.py and every entry point compose their configs with Hydra
+WHEEL_PACKAGES += omegaconf# Hydra's configs (DictConfig, resolvers), imported across experiments/ and tests/
+WHEEL_PACKAGES += antlr4-python3-runtime# omegaconf's interpolation parser (4.9.3 is an sdist only: pip builds it)
+# binary ones, the x86-64 manylinux builds for the image's CPython 3.12
+WHEEL_BINARIES := decord# datamodules.decoding reads videos with it; test_configs, test_stream and the datamodules
+# tests import it through datamodules.kinetics (decord's one wheel is py3-none-manylinux2010_x86_64)
+WHEEL_TARGET := --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 --implementation cp \
+  --python-version 3.12 --abi cp312
+# name==version of each package as .venv holds it; make stops, naming the package, where .venv lacks one
+pins = $(shell $(VENV)/bin/python -c 'import importlib.metadata as m, sys; \
+  print(" ".join(f"{p}=={m.version(p)}" for p in sys.argv[1:]))' $(1))$(if $(filter-out 0,$(.SHELLSTATUS)),\
+  $(error .venv lacks one of $(strip $(1)) (a project dependency): run `make install`, or drop it from the wheel list))
 # torch is installed first and explicitly: a plain resolver would fetch a newer multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 ARGS ?=
@@ -56,7 +87,7 @@ RESULTS_DIR = $(if $(filter reference,$(RESULTS)),paper/results,outputs/results/
 SPA_RUNS = $(RESULTS_DIR)/spa_runs_$(SPA_DATA).csv
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-all test-gpu lint format train-demo profile-demo data-moving-digits demo train-cox3d eval-cox3d profile-cox3d bench-cox3d figures sweep-spa train-cost-gcn eval-cost-gcn eval-streams demo-skeletons clean
+.PHONY: help install wheels test test-all test-gpu bench-gpu gpu-check lint format train-demo profile-demo data-moving-digits demo train-cox3d eval-cox3d profile-cox3d bench-cox3d figures sweep-spa train-cost-gcn eval-cost-gcn eval-streams demo-skeletons clean
 
 help: ## list the targets
 	@grep -E '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' \
@@ -65,12 +96,33 @@ help: ## list the targets
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH_SPEC)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV)/bin/python -m pip install --quiet $(TORCH_SPEC)
+	$(VENV)/bin/python -m pip install --quiet -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed ## create .venv and install the project with its dev extra (~4 min the first time)
+# offline: the folder's wheels, as they are (no resolver, no index), into .site; again when a wheel comes or goes
+CHECK_TORCH = @$(PYTHON) -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is None)" || { \
+  echo "WHEELS=$(WHEELS) runs every target with PYTHON=$(PYTHON), which has no torch: name a Python that holds torch" \
+    "(e.g. PYTHON=python3 on a PyTorch image), or leave WHEELS out to build .venv" >&2; exit 1; }
+$(SITE)/.installed: $(wildcard $(WHEELS)/*.whl) $(wildcard $(WHEELS))
+	$(CHECK_TORCH)
+	@ls $(WHEELS)/*.whl > /dev/null 2>&1 || { echo "WHEELS=$(WHEELS) holds no wheels: run \`make wheels\` where" \
+	  "the package registry is reachable and bring its .whl folder along" >&2; exit 1; }
+	rm -rf $(SITE)
+	$(PYTHON) -m pip install --quiet --no-index --no-deps --no-compile --target $(SITE) $(WHEELS)/*.whl
+	touch $@
+
+install: $(INSTALLED) ## create .venv and install the project with its dev extra (~4 min the first time); WHEELS=<dir> (offline): PYTHON's torch plus the wheels in <dir> unpacked into .site instead
+	$(if $(WHEELS),$(CHECK_TORCH))
+
+wheels: $(VENV)/.installed ## the wheels a stock PyTorch GPU image lacks (WHEEL_PACKAGES, WHEEL_BINARIES: Hydra, decord) at .venv's versions, for `make <target> PYTHON=python3 WHEELS=.whl` there, offline (needs the package registry here; ~10 s) -> .whl/*.whl (~13 MiB)
+	mkdir -p $(WHEELS_DIR) && rm -f $(WHEELS_DIR)/*.whl
+	$(VENV)/bin/python -m pip wheel --quiet --no-deps --wheel-dir $(WHEELS_DIR) $(call pins,$(WHEEL_PACKAGES))
+	$(VENV)/bin/python -m pip download --quiet --no-deps --only-binary=:all: $(WHEEL_TARGET) --dest $(WHEELS_DIR) \
+	  $(call pins,$(WHEEL_BINARIES))
+	@du -b $(WHEELS_DIR)/*.whl | awk '{n += $$1; printf "%6.2f MiB  %s\n", $$1 / 2^20, $$2} \
+	  END {printf "%6.2f MiB  in all, in $(WHEELS_DIR)/ (carry it to the GPU machine)\n", n / 2^20}'
 
 test: install ## the fast suite: no network, GPU or dataset (~8 min on 2 cores)
 	$(PY) -m pytest -m "not slow and not gpu and not data" -q $(ARGS)
@@ -81,13 +133,33 @@ test-all: install ## every CPU test, the slow ones included (~12 min)
 test-gpu: install ## the CUDA tests (needs a GPU)
 	$(PY) -m pytest -m gpu -q $(ARGS)
 
+bench-gpu: install ## X3D-S/M (batch 1, 64) and X3D-L (batch 64) vs their CoX3D twins on CUDA: eager, compiled, CUDA graphs, fp32/tf32/bf16, a step profile -> outputs/bench/.../{bench.json,profile.md}
+	$(PY) -m experiments.bench --config-name bench_gpu $(ARGS)
+
+# gpu-check: one folder of at most 8 files, no subfolders (what a lent GPU machine's $OUT brings back)
+ifndef GPU_OUT
+GPU_OUT := $(or $(OUT),outputs/gpu_check/$(shell date +%Y-%m-%d_%H-%M-%S))
+endif
+GPU_TEST_ARGS ?=
+GPU_BENCH_ARGS ?=
+gpu-check: ## the GPU machine's one prepared run: make test-gpu, then make bench-gpu, logs and results under GPU_OUT (default $$OUT where set, else outputs/gpu_check/<date>)
+	@set -o pipefail; export PYTHONUNBUFFERED=1; out=$(abspath $(GPU_OUT)); mkdir -p $$out; \
+	$(MAKE) --no-print-directory test-gpu ARGS="$(strip --junitxml=$$out/test_gpu.xml $(GPU_TEST_ARGS))" 2>&1 \
+	  | tee $$out/test_gpu.log; tests=$$?; \
+	$(MAKE) --no-print-directory bench-gpu \
+	  ARGS="$(strip output_file=$$out/bench.json history_file=$$out/bench_history.csv $(GPU_BENCH_ARGS))" 2>&1 \
+	  | tee $$out/bench.log; bench=$$?; \
+	[ $$tests = 0 ] || echo "gpu-check: make test-gpu failed (exit $$tests): $$out/test_gpu.log" >&2; \
+	[ $$bench = 0 ] || echo "gpu-check: make bench-gpu failed (exit $$bench): $$out/bench.log" >&2; \
+	echo "gpu-check: logs and results in $$out/"; [ $$tests = 0 ] && [ $$bench = 0 ]
+
 lint: install ## ruff check and format check
-	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check .
+	$(RUFF) check .
+	$(RUFF) format --check .
 
 format: install ## apply ruff's fixes and formatting
-	$(VENV)/bin/ruff check --fix .
-	$(VENV)/bin/ruff format .
+	$(RUFF) check --fix .
+	$(RUFF) format .
 
 train-demo: install ## train the tiny conv_stack on synthetic clips (~20 s) -> outputs/train/<date>/<time>/metrics.json
 	$(PY) -m experiments.train experiment=conv_stack_synthetic $(ARGS)

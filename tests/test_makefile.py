@@ -1,8 +1,12 @@
-"""The Makefile: one recipe per target, a help line for each, and every `make X` in the READMEs exists."""
+"""The Makefile: one recipe per target, a help line for each, every `make X` in the READMEs exists, and the offline
+runs on a GPU machine without a package registry (`make wheels`, `WHEELS=<dir>`, `make gpu-check`)."""
 
+import importlib.metadata
+import os
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -125,3 +129,98 @@ def test_readme_command_runs_as_printed(where, command):
     for module, args in invocations:
         if (REPO / "configs" / f"{module}.yaml").is_file():
             _compose_entry_point(module, args)
+
+
+# --- offline runs on a GPU machine without a package registry: make wheels, WHEELS=<dir>, gpu-check ---------------
+
+#: what an outer `make test ... WHEELS=...` or a GPU machine's $OUT would pass down to the make runs below
+MAKE_ENV_KEYS = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "WHEELS", "PYTHON", "OUT", "GPU_OUT", "ARGS")
+
+
+def _make(*args: str, cwd: Path = REPO, **env: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in MAKE_ENV_KEYS}
+    return subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=cwd,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_offline_mode_installs_the_wheels_into_site_with_the_given_python_and_no_venv():
+    dry = _make("-n", "-B", "test-gpu", "WHEELS=wh", "PYTHON=py3")
+    assert dry.returncode == 0, dry.stderr
+    assert "py3 -m pip install --quiet --no-index --no-deps --no-compile --target .site wh/*.whl" in dry.stdout
+    assert "find_spec('torch')" in dry.stdout  # PYTHON is checked for torch before anything runs with it
+    assert f"PYTHONPATH={REPO}/.site:{REPO} py3 -m pytest -m gpu -q" in dry.stdout
+    assert "venv" not in dry.stdout.replace("leave WHEELS out to build .venv", "")
+    normal = _make("-n", "test-gpu")
+    assert normal.returncode == 0, normal.stderr
+    assert ".venv/bin/python -m pytest -m gpu -q" in normal.stdout and ".site" not in normal.stdout
+
+
+def test_offline_mode_refuses_a_python_without_torch_and_names_the_fix(tmp_path):
+    (tmp_path / "wh").mkdir()
+    run = _make("-f", str(REPO / "Makefile"), "install", "WHEELS=wh", f"PYTHON={sys.executable} -S", cwd=tmp_path)
+    assert run.returncode != 0
+    assert "which has no torch" in run.stderr and "PYTHON=python3" in run.stderr
+    assert not (tmp_path / ".site").exists()
+
+
+def _gpu_check(tmp_path: Path, fail_on: str) -> subprocess.CompletedProcess:
+    """``make gpu-check`` for real in a copy of the Makefile, offline mode, with a stand-in for the Python that
+    prints its arguments and fails where they contain ``fail_on``."""
+    (tmp_path / "Makefile").write_text(MAKEFILE)
+    (tmp_path / "wh").mkdir()
+    (tmp_path / ".site").mkdir()
+    (tmp_path / ".site" / ".installed").touch()
+    os.utime(tmp_path / "wh", (0, 0))  # the wheels are older than the stamp: nothing to install
+    fake = tmp_path / "fake_python"
+    fake.write_text(f'#!/bin/sh\necho ran "$@"\ncase "$*" in *"{fail_on}"*) exit 3;; esac\n')
+    fake.chmod(0o755)
+    return _make(
+        "gpu-check", "WHEELS=wh", f"PYTHON={sys.executable}", f"PY={fake}", "GPU_TEST_ARGS=-x",
+        "GPU_BENCH_ARGS=rounds=1", cwd=tmp_path, OUT=str(tmp_path / "out"),
+    )  # fmt: skip
+
+
+def test_gpu_check_runs_the_tests_then_the_bench_into_one_flat_folder(tmp_path):
+    run = _gpu_check(tmp_path, fail_on="no-such-argument")
+    assert run.returncode == 0, run.stderr
+    out = tmp_path / "out"  # $OUT is the default folder
+    tests = f"ran -m pytest -m gpu -q --junitxml={out}/test_gpu.xml -x"
+    bench = f"ran -m experiments.bench --config-name bench_gpu output_file={out}/bench.json"
+    assert run.stdout.index(tests) < run.stdout.index(bench), run.stdout
+    assert f"history_file={out}/bench_history.csv rounds=1" in run.stdout
+    assert tests in (out / "test_gpu.log").read_text() and bench in (out / "bench.log").read_text()
+    assert all(p.is_file() for p in out.iterdir())  # $OUT brings back files, not folders
+
+
+@pytest.mark.parametrize("failing", ["-m pytest", "-m experiments.bench"])
+def test_gpu_check_runs_the_bench_after_failed_tests_and_fails_naming_the_step(tmp_path, failing):
+    run = _gpu_check(tmp_path, fail_on=failing)
+    assert run.returncode != 0
+    assert "ran -m experiments.bench" in run.stdout  # the bench runs even when the tests failed
+    step, other = ("test-gpu", "bench-gpu") if failing == "-m pytest" else ("bench-gpu", "test-gpu")
+    assert f"make {step} failed" in run.stderr and f"make {other} failed" not in run.stderr
+
+
+def test_gpu_check_defaults_to_a_dated_folder_under_outputs_without_out():
+    run = _make("-s", "--eval", "print-gpu-out: ; @echo $(GPU_OUT)", "print-gpu-out")
+    assert run.returncode == 0, run.stderr
+    assert re.fullmatch(r"outputs/gpu_check/\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d", run.stdout.strip())
+
+
+def test_wheels_are_pinned_to_the_venv_and_built_for_the_gpu_image():
+    dry = _make("-n", "wheels")
+    assert dry.returncode == 0, dry.stderr
+    pins = dict(re.findall(r"\b([A-Za-z0-9_.-]+)==(\S+)", dry.stdout))
+    assert {"hydra-core", "omegaconf", "antlr4-python3-runtime", "decord"} <= set(pins), pins
+    assert pins == {name: importlib.metadata.version(name) for name in pins}
+    download = next(line for line in dry.stdout.split("pip ") if line.startswith("download"))
+    assert "--only-binary=:all:" in download and "--no-deps" in download and "--python-version 3.12" in download
+    assert "--platform manylinux2014_x86_64" in download and "decord==" in download
+    missing = _make("-n", "wheels", "WHEEL_PACKAGES=no-such-package")
+    assert missing.returncode != 0 and ".venv lacks one of no-such-package" in missing.stderr
