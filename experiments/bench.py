@@ -1,21 +1,28 @@
 """Benchmark clip models against their continual twins: ``python -m experiments.bench`` (``make bench-cox3d``).
 
-For each pair in ``configs/bench.yaml``, device and batch size, in one run: the clip model's clips/s and the
-twin's predictions/s (B streams stepped at once), eager, on the default path (both compiled; the twin through
-``modules.continual.fast_step``) and (CUDA) as a CUDA graph, with the per-round ratios (median [min-max]) and
-the FLOP ratio (``modules.profiling.speedup``). Both nets get the same treatment (``fold_bn`` folds BatchNorm
-in both, as ``build(..., inference=True)`` does). Prints a table, writes ``bench.json`` and appends the rows to
-``history_file`` (CSV), so that figures over time can be drawn. ``profile=true`` also writes ``profile.md``: where
-the time of one compiled clip call and one compiled step goes, by kind of work (``modules.profiling.step_profile``;
-CPU only), which shows what keeps the measured ratio below the FLOP ratio.
+For each pair in ``configs/bench.yaml``, device, precision and batch size, in one run: the clip model's clips/s
+and the twin's predictions/s (B streams stepped at once), eager, on the default path (both compiled; the twin
+through ``modules.continual.fast_step``) and (CUDA) both nets as CUDA graphs, with the per-round ratios (median
+[min-max]) and the FLOP ratio (``modules.profiling.speedup``). Both nets get the same treatment (``fold_bn`` folds
+BatchNorm in both, as ``build(..., inference=True)`` does). Prints a table, writes ``bench.json`` (rewritten after
+every row, ``complete: false`` until the run ends, so a run stopped early keeps what it measured) and appends each
+row to ``history_file`` (CSV) as it is measured, so that figures over time can be drawn. A pair that cannot run
+in a precision on a device (an op without a kernel for that dtype) is skipped and listed under ``skipped``.
+``profile=true`` also writes ``profile.md``: on CPU where the time of one compiled clip call and one compiled
+step goes, by kind of work (``modules.profiling.step_profile``); on CUDA, per variant, GPU busy vs idle time,
+kernels per call and the slowest kernels (``modules.profiling.cuda_profile``). ``configs/bench_gpu.yaml``
+(``make bench-gpu``) is the GPU measurement.
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
+import gc
 import json
 import logging
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,28 +35,60 @@ from experiments.inputs import clip_input_shape
 from modules.continual import CompiledStep
 from modules.continual.replay import compile_graph
 from modules.nets import build
-from modules.profiling.speedup import Timing, append_history, compare, format_table
+from modules.profiling.cuda_profile import format_cuda_profiles
+from modules.profiling.speedup import Timing, append_history, compare, format_table, precision_mode
 from modules.profiling.step_profile import format_rows, profile_clip, profile_step
 
 log = logging.getLogger(__name__)
 
 
-def _timing(cfg: DictConfig, device: str) -> Timing:
+def _timing(cfg: DictConfig, device: str, batch_size: int) -> Timing:
     compiled = bool(cfg.compile) and device in cfg.compile_devices
     options = dict(cfg.compile_options or {})
+    profiled = bool(cfg.get("profile")) and device == "cuda" and _profiled_batch(cfg, batch_size)
     return Timing(
         warmup=int(cfg.warmup), rounds=int(cfg.rounds), round_seconds=float(cfg.round_seconds), compile=compiled,
         backend=str(cfg.compile_backend), options=options, cuda_graph=bool(cfg.cuda_graph),
         compile_timeout_s=float(cfg.compile_timeout_s), onnx=bool(cfg.onnx) and device == "cpu",
+        profile_cuda=profiled,
     )  # fmt: skip
 
 
-def bench_pair(pair: DictConfig, device: str, batch_size: int, cfg: DictConfig) -> dict[str, Any]:
+def _profiled_batch(cfg: DictConfig, batch_size: int) -> bool:
+    sizes = cfg.get("profile_batch_sizes")
+    return sizes is None or batch_size in sizes
+
+
+def bench_pair(
+    pair: DictConfig, device: str, batch_size: int, cfg: DictConfig, precision: str = "fp32"
+) -> dict[str, Any]:
+    """One row: the pair's rates and ratios on ``device`` at ``batch_size`` in ``precision``; a row with only
+    ``skipped`` (the reason) where the nets cannot run in that precision there."""
     fold_bn = bool(cfg.fold_bn)
-    shape = pair.get("input_shape") or clip_input_shape(pair.clip)
+    shape = list(pair.get("input_shape") or clip_input_shape(pair.clip))
     clip_net, twin = build(pair.clip, inference=fold_bn).eval(), build(pair.continual, inference=fold_bn).eval()
-    row = compare(clip_net, twin, list(shape), device, batch_size, _timing(cfg, device))
-    return {"clip_model": pair.clip, "continual_model": pair.continual, "fold_bn": fold_bn, **row}
+    names = {"clip_model": pair.clip, "continual_model": pair.continual, "fold_bn": fold_bn}
+    if precision != "fp32" and (why := _unsupported(clip_net, twin, shape, device, precision)):
+        return {**names, "device": device, "batch_size": batch_size, "precision": precision, "skipped": why}
+    row = compare(clip_net, twin, shape, device, batch_size, _timing(cfg, device, batch_size), precision)
+    return {**names, **row}
+
+
+def _unsupported(
+    clip_net: torch.nn.Module, twin: torch.nn.Module, shape: list[int], device: str, precision: str
+) -> str:
+    """Why one clip call or one step in ``precision`` fails on ``device`` for want of a kernel (e.g. CPU has no
+    bfloat16 ``avg_pool3d``), or an empty string where both run."""
+    with precision_mode(precision) as dtype, torch.no_grad():
+        clip = torch.randn(1, *shape, device=device, dtype=dtype)
+        try:
+            copy.deepcopy(clip_net).to(device, dtype)(clip)
+            step_net = copy.deepcopy(twin).to(device, dtype)
+            step_net.clean_state()
+            step_net.forward_step(clip[:, :, 0])
+        except NotImplementedError as err:
+            return f"{precision} on {device}: {str(err).splitlines()[0]}"
+    return ""
 
 
 def profile_pair(pair: DictConfig, batch_size: int, cfg: DictConfig) -> str:
@@ -86,40 +125,117 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
     torch.manual_seed(cfg.seed)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
+    if cfg.get("require_cuda") and "cuda" in cfg.devices and not torch.cuda.is_available():
+        raise RuntimeError(
+            "no CUDA device here, and this bench (require_cuda=true, e.g. configs/bench_gpu.yaml) measures on one: "
+            "run it on a GPU machine, or `make bench-cox3d` for the CPU measurement"
+        )
     # the commit of the code this process runs: taken before timing, since the checkout may move during a long run
-    meta = {"date": dt.datetime.now().isoformat(timespec="seconds"), "commit": _commit(), "torch": torch.__version__}
-    rows = []
-    for device in cfg.devices:
-        if device == "cuda" and not torch.cuda.is_available():
-            log.info("no CUDA device here: skipping the cuda measurements")
-            continue
-        for batch_size in sorted({int(b) for pair in cfg.pairs for b in pair.get("batch_sizes") or cfg.batch_sizes}):
-            for pair in (p for p in cfg.pairs if batch_size in (p.get("batch_sizes") or cfg.batch_sizes)):
-                log.info(f"benchmarking {pair.clip} vs {pair.continual} on {device}, batch {batch_size}")
-                rows.append(bench_pair(pair, device, int(batch_size), cfg))
-    print(format_table(rows))
+    meta = {
+        "date": dt.datetime.now().isoformat(timespec="seconds"), "commit": _commit(), "torch": torch.__version__,
+        "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
+    }  # fmt: skip
     path = Path(cfg.output_file)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"meta": {**meta, "threads": torch.get_num_threads()}, "rows": rows}, indent=2) + "\n")
+    rows: list[dict[str, Any]] = []
+    skipped: list[dict[str, Any]] = []
+    for device, precision, batch_size, pair in _plan(cfg, skipped):
+        log.info(f"benchmarking {pair.clip} vs {pair.continual} on {device}, {precision}, batch {batch_size}")
+        try:
+            row = bench_pair(pair, device, batch_size, cfg, precision)
+        except torch.cuda.OutOfMemoryError as err:  # e.g. a large clip model's batch and its CUDA graphs' pools
+            row = {"clip_model": pair.clip, "continual_model": pair.continual, "device": device}
+            row |= {"batch_size": batch_size, "precision": precision, "skipped": f"out of GPU memory: {err}"}
+        _release(device)
+        if "skipped" in row:
+            log.warning(f"skipped {pair.clip} vs {pair.continual}: {row['skipped']}")
+            skipped.append(row)
+        else:
+            rows.append(row)
+            if cfg.history_file:
+                append_history([row], Path(cfg.history_file), {**meta, "rounds": int(cfg.rounds)})
+        _write_results(path, meta, rows, skipped, complete=False)
+    if rows:
+        print(format_table(rows))
+    if skipped:
+        print(f"skipped ({len(skipped)}): " + "; ".join(_skip_label(s) for s in skipped))
+    _write_results(path, meta, rows, skipped, complete=True)
     log.info(f"wrote {path}")
-    if cfg.history_file:
-        append_history(rows, Path(cfg.history_file), {**meta, "rounds": int(cfg.rounds)})
     if cfg.get("profile"):
-        _write_profiles(cfg, meta)
+        _write_profiles(cfg, meta, rows)
     return rows
 
 
-def _write_profiles(cfg: DictConfig, meta: dict[str, Any]) -> None:
+def _release(device: str) -> None:
+    """Drop what one row compiled and captured before the next: dynamo's cache of programs per Python function is
+    bounded (``torch._dynamo.config.cache_size_limit``; past it the function runs eagerly) and X3D-S/M/L share
+    one ``forward``, and CUDA graphs hold their memory pools until collected."""
+    torch._dynamo.reset()
+    gc.collect()
+    if device == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _plan(cfg: DictConfig, skipped: list[dict[str, Any]]) -> Iterator[tuple[str, str, int, DictConfig]]:
+    """(device, precision, batch size, pair) in the order measured; what cannot be measured here goes to
+    ``skipped`` with the reason."""
+    for device in cfg.devices:
+        if device == "cuda" and not torch.cuda.is_available():
+            log.info("no CUDA device here: skipping the cuda measurements")
+            skipped.append({"device": "cuda", "skipped": "no CUDA device here"})
+            continue
+        for precision in cfg.get("precisions") or ["fp32"]:
+            if precision == "tf32" and device != "cuda":
+                skipped.append({"device": device, "precision": precision, "skipped": "tf32 is a CUDA setting"})
+                continue
+            sizes = sorted({int(b) for pair in cfg.pairs for b in pair.get("batch_sizes") or cfg.batch_sizes})
+            only = cfg.get("only_batch_sizes")
+            for batch_size in (b for b in sizes if only is None or b in only):
+                for pair in (p for p in cfg.pairs if batch_size in (p.get("batch_sizes") or cfg.batch_sizes)):
+                    yield device, str(precision), batch_size, pair
+
+
+def _skip_label(skip: dict[str, Any]) -> str:
+    keys = ("clip_model", "continual_model", "device", "precision", "batch_size")
+    where = " ".join(f"{skip[k]}" for k in keys if k in skip)
+    return f"{where}: {skip['skipped']}"
+
+
+def _write_results(
+    path: Path, meta: dict[str, Any], rows: list[dict[str, Any]], skipped: list[dict[str, Any]], complete: bool
+) -> None:
+    """bench.json, replaced whole (written beside it, then moved) after every row."""
+    text = json.dumps({"meta": meta, "complete": complete, "rows": rows, "skipped": skipped}, indent=2) + "\n"
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def _write_profiles(cfg: DictConfig, meta: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     tables = [f"# Where the time goes ({meta['date']}, commit {meta['commit']}, torch {meta['torch']})"]
-    for batch_size in sorted({int(b) for pair in cfg.pairs for b in pair.get("batch_sizes") or cfg.batch_sizes}):
-        for pair in (p for p in cfg.pairs if batch_size in (p.get("batch_sizes") or cfg.batch_sizes)):
-            log.info(f"profiling {pair.clip} vs {pair.continual} on cpu, batch {batch_size}")
-            tables.append(profile_pair(pair, batch_size, cfg))
+    if "cpu" in cfg.devices:
+        for _, _, batch_size, pair in _plan(_cpu_fp32(cfg), []):
+            if _profiled_batch(cfg, batch_size):
+                log.info(f"profiling {pair.clip} vs {pair.continual} on cpu, batch {batch_size}")
+                tables.append(profile_pair(pair, batch_size, cfg))
+    for row in (r for r in rows if "cuda_profile" in r):
+        title = (
+            f"### {row['clip_model']} / {row['continual_model']} on {row['device_name']}, {row['precision']}, "
+            f"batch {row['batch_size']} (CUDA {meta['cuda']}): per call"
+        )
+        tables.append(format_cuda_profiles(row["cuda_profile"], title))
     text = "\n\n".join(tables) + "\n"
     print(text)
     path = _profile_path(cfg)
     path.write_text(text)
     log.info(f"wrote {path}")
+
+
+def _cpu_fp32(cfg: DictConfig) -> DictConfig:
+    """``cfg`` narrowed to what the CPU profile covers: the CPU, float32."""
+    narrowed = cfg.copy()
+    narrowed.devices, narrowed.precisions = ["cpu"], ["fp32"]
+    return narrowed
 
 
 def _profile_path(cfg: DictConfig) -> Path:
@@ -143,8 +259,9 @@ def _git(*args: str) -> str:
 def main(cfg: DictConfig) -> None:
     rows = bench(cfg)
     ratios = {"speedup": "eager", "speedup_default": "default", "speedup_best": "best"}
+    ratios.update({"speedup_graph": "graph", "speedup_compiled_graph": "compiled graph"})
     headline = {
-        f"{r['clip_model']}/{r['continual_model']} {r['device']} B={r['batch_size']}": ", ".join(
+        f"{r['clip_model']}/{r['continual_model']} {r['device']} B={r['batch_size']}{_precision_label(r)}": ", ".join(
             f"{label} {r[key]:.3g}x" for key, label in ratios.items() if key in r
         )
         + f" (FLOPs {r['flop_ratio']:.3g}x)"
@@ -154,6 +271,10 @@ def main(cfg: DictConfig) -> None:
     if cfg.get("profile"):
         files["profile"] = str(_profile_path(cfg))
     utils.report_run("bench", cfg.paths.output_dir, files, headline)
+
+
+def _precision_label(row: dict[str, Any]) -> str:
+    return "" if row["precision"] == "fp32" else f" {row['precision']}"
 
 
 if __name__ == "__main__":

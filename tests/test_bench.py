@@ -77,3 +77,116 @@ def test_profile_true_writes_where_the_time_of_a_clip_call_and_a_step_goes(compo
         assert re.search(r"^\| op conv\s+\| macs\s+\|", part, re.MULTILINE)  # MAC ops by op in a compiled call
         assert "| overhead" in part and "| total              | wall unprofiled" in part
     assert re.search(r"^  profile\s+run/profile\.md$", capsys.readouterr().out, re.MULTILINE)
+
+
+PAIR = "[{clip: conv_stack, continual: co_conv_stack, input_shape: [3, 8, 16, 16]}]"
+QUICK = [f"pairs={PAIR}", "devices=[cpu]", "rounds=1", "round_seconds=0.02", "warmup=1", "batch_sizes=[1]"]
+QUICK += ["compile=false", "onnx=false", "history_file=null"]
+
+
+def test_each_precision_is_a_row_and_what_cannot_run_is_listed_as_skipped(compose_cfg, tmp_path, capsys):
+    main(compose_cfg("bench.yaml", [*QUICK, "precisions=[fp32,bf16,tf32]"]))
+    saved = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert [r["precision"] for r in saved["rows"]] == ["fp32", "bf16"] and saved["complete"]
+    assert saved["skipped"] == [{"device": "cpu", "precision": "tf32", "skipped": "tf32 is a CUDA setting"}]
+    assert re.search(r"^  conv_stack/co_conv_stack cpu B=1 bf16\s+eager", capsys.readouterr().out, re.MULTILINE)
+
+
+def test_a_pair_without_kernels_for_a_precision_is_skipped_with_the_reason(compose_cfg, tmp_path):
+    pair = "[{clip: x3d_tiny, continual: cox3d_tiny, input_shape: [3, 8, 32, 32]}]"
+    main(compose_cfg("bench.yaml", [*QUICK, f"pairs={pair}", "precisions=[bf16]"]))
+    saved = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert saved["rows"] == [] and len(saved["skipped"]) == 1
+    skip = saved["skipped"][0]
+    assert (skip["clip_model"], skip["precision"], skip["batch_size"]) == ("x3d_tiny", "bf16", 1)
+    assert "bf16 on cpu" in skip["skipped"] and "BFloat16" in skip["skipped"]  # CPU's avg_pool3d has no bf16 kernel
+
+
+def test_only_batch_sizes_measures_a_part_of_the_plan(compose_cfg, tmp_path):
+    main(compose_cfg("bench.yaml", [*QUICK, "batch_sizes=[1,2,3]", "only_batch_sizes=[2]"]))
+    saved = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert [r["batch_size"] for r in saved["rows"]] == [2]
+
+
+def test_a_run_stopped_early_keeps_the_rows_it_measured(compose_cfg, tmp_path, monkeypatch):
+    import experiments.bench as bench
+
+    real, calls = bench.bench_pair, []
+
+    def stops_at_the_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(bench, "bench_pair", stops_at_the_second)
+    history = tmp_path / "history.csv"
+    with pytest.raises(KeyboardInterrupt):
+        main(compose_cfg("bench.yaml", [*QUICK, "batch_sizes=[1,2]", f"history_file={history}"]))
+    saved = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert not saved["complete"] and [r["batch_size"] for r in saved["rows"]] == [1]
+    assert len(history.read_text().splitlines()) == 2  # the header and the measured row
+
+
+def test_an_older_history_is_rewritten_in_the_current_columns_with_its_rows_kept(tmp_path):
+    path = tmp_path / "history.csv"
+    old_columns = [c for c in HISTORY_COLUMNS if c not in ("cuda", "precision", "clips_per_s_graph")]
+    path.write_text(",".join(old_columns) + "\n" + ",".join(f"v{i}" for i in range(len(old_columns))) + "\n")
+    append_history([{"clip_model": "x", "precision": "bf16"}], path, {"date": "d"})
+    lines = path.read_text().splitlines()
+    assert lines[0].split(",") == HISTORY_COLUMNS and len(lines) == 3
+    old_row = dict(zip(HISTORY_COLUMNS, lines[1].split(",")))
+    assert all(old_row[c] == f"v{i}" for i, c in enumerate(old_columns))
+    assert old_row["precision"] == old_row["cuda"] == old_row["clips_per_s_graph"] == ""
+    new_row = dict(zip(HISTORY_COLUMNS, lines[2].split(",")))
+    assert (new_row["clip_model"], new_row["precision"], new_row["date"]) == ("x", "bf16", "d")
+
+
+def test_the_gpu_bench_config_measures_the_issue_pairs_on_cuda(compose_cfg):
+    cfg = compose_cfg("bench_gpu.yaml")
+    pairs = [(p.clip, p.continual, list(p.get("batch_sizes") or cfg.batch_sizes)) for p in cfg.pairs]
+    assert pairs == [("x3d_s", "cox3d_s", [1, 64]), ("x3d_m", "cox3d_m", [1, 64]), ("x3d_l", "cox3d_l", [64])]
+    assert list(cfg.devices) == ["cuda"] and list(cfg.compile_devices) == ["cuda"] and cfg.require_cuda
+    assert list(cfg.precisions) == ["tf32", "bf16"] and cfg.cuda_graph and cfg.profile and not cfg.onnx
+    assert str(cfg.history_file).endswith("paper/results/bench_gpu_history.csv")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal where no CUDA device is present")
+def test_the_gpu_bench_refuses_to_run_without_a_gpu(compose_cfg, tmp_path):
+    with pytest.raises(RuntimeError, match=r"no CUDA device here.*make bench-cox3d"):
+        main(compose_cfg("bench_gpu.yaml"))
+    assert not (tmp_path / "run" / "bench.json").exists()
+
+
+def test_the_table_shows_both_nets_best_cuda_graph_and_their_ratio():
+    from modules.profiling.speedup import format_table
+
+    row = {"clip_model": "a", "continual_model": "b", "device": "cuda", "batch_size": 1, "precision": "bf16"}
+    row |= {"clips_per_s": 100.0, "frames_per_s": 400.0, "speedup": 4.0, "speedup_min": 3.9, "speedup_max": 4.1}
+    row |= {"clips_per_s_graph": 150.0, "clips_per_s_compiled_graph": 180.0, "frames_per_s_graph": 900.0}
+    row |= {"frames_per_s_compiled_graph": 1500.0, "speedup_graph": 6.0, "speedup_graph_min": 5, "speedup_graph_max": 7}
+    row |= {"speedup_compiled_graph": 8.3, "speedup_compiled_graph_min": 8.0, "speedup_compiled_graph_max": 8.6}
+    row |= {"speedup_default": 4.0, "speedup_best": 8.33, "flop_ratio": 12.9}
+    header, line = format_table([row]).splitlines()
+    assert "graph c/s" in header and "graph ratio" in header
+    assert re.search(r"cuda\s+1 bf16\s+100\.00\s+400\.0", line)
+    assert re.search(r"180\.0\s+1500\.0\s+8\.30 \[8\.00-8\.60\]\s+4\.00\s+8\.33\s+12\.9$", line)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_on_cuda_both_nets_run_eager_compiled_and_as_cuda_graphs(compose_cfg, tmp_path, precision):
+    overrides = [f"pairs={PAIR}", "devices=[cuda]", "compile_devices=[cuda]", "rounds=2", "round_seconds=0.05"]
+    overrides += ["warmup=1", "batch_sizes=[2]", "onnx=false", "history_file=null", "profile=true"]
+    main(compose_cfg("bench.yaml", [*overrides, f"precisions=[{precision}]"]))
+    saved = json.loads((tmp_path / "run" / "bench.json").read_text())
+    (row,) = saved["rows"]
+    assert saved["meta"]["cuda"] and row["skipped_variants"] == {} and row["precision"] == precision
+    variants = ("clips_per_s", "clips_per_s_compiled", "clips_per_s_graph", "clips_per_s_compiled_graph")
+    variants += ("frames_per_s", "frames_per_s_compiled", "frames_per_s_graph", "frames_per_s_compiled_graph")
+    assert all(row[v] > 0 for v in variants)
+    for ratio in ("speedup_graph", "speedup_compiled_graph", "speedup_best"):
+        assert row[f"{ratio}_min"] <= row[ratio] <= row[f"{ratio}_max"]
+    assert set(row["cuda_profile"]) == set(variants) and row["cuda_profile"]["frames_per_s"]["kernels"] >= 3
+    assert "GPU busy ms" in (tmp_path / "run" / "profile.md").read_text()

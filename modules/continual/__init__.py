@@ -48,7 +48,7 @@ from .pooling import (
     MaxPool3d,
 )
 from .positional import RecyclingPositionalEncoding
-from .replay import CompiledStep, CudaGraphStep
+from .replay import CompiledStep, CudaGraphCall, CudaGraphStep
 from .rnn import GRU, LSTM, RNN
 from .transformer import TransformerEncoder, TransformerEncoderLayer
 
@@ -74,6 +74,7 @@ __all__ = [
     "Conv1d",
     "Conv2d",
     "Conv3d",
+    "CudaGraphCall",
     "CudaGraphStep",
     "Delay",
     "EagerStep",

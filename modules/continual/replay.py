@@ -29,6 +29,7 @@ from .base import StatefulModule, state_slots, stateful_leaves
 
 __all__ = [
     "CompiledStep",
+    "CudaGraphCall",
     "CudaGraphStep",
     "compile_graph",
     "cycle_counters",
@@ -136,6 +137,34 @@ class CudaGraphStep:
 
     def __call__(self, step: Tensor) -> Tensor:
         self.static_in.copy_(step, non_blocking=True)
+        self.graph.replay()
+        return self.static_out
+
+
+class CudaGraphCall:
+    """``CudaGraphCall(fn, example)``: any one-tensor call (a clip model, a compiled clip model) recorded as a CUDA
+    graph after ``warmup`` real calls on a side stream (kernel choice, compilation and workspace allocation happen
+    there, as capture requires); calling it copies the input into the static input buffer, replays the graph and
+    returns the static output (overwritten by the next call: clone it to keep). ``fn`` must not synchronise with the
+    host. It gives a clip model the treatment ``CudaGraphStep`` gives a step, so that the two compare fairly."""
+
+    def __init__(self, fn: Callable[[Tensor], Any], example: Tensor, warmup: int = 3) -> None:
+        if example.device.type != "cuda":
+            raise ValueError("CudaGraphCall needs the example input on a CUDA device")
+        self.static_in = example.clone()
+        side = torch.cuda.Stream(device=example.device)
+        side.wait_stream(torch.cuda.current_stream(example.device))
+        with torch.cuda.stream(side):
+            for _ in range(warmup):
+                fn(self.static_in)
+        torch.cuda.current_stream(example.device).wait_stream(side)
+        torch.cuda.synchronize(example.device)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.static_out = fn(self.static_in)
+
+    def __call__(self, x: Tensor) -> Any:
+        self.static_in.copy_(x, non_blocking=True)
         self.graph.replay()
         return self.static_out
 

@@ -109,3 +109,20 @@ def test_warm_until_output_feeds_delay_plus_one_steps() -> None:
 def test_cuda_graph_step_refuses_a_cpu_step() -> None:
     with pytest.raises(ValueError, match="CUDA"):
         co.CudaGraphStep(_net(), torch.randn(1, 3, 6, 6))
+
+
+@pytest.mark.gpu
+@cuda
+@torch.no_grad()
+def test_cuda_graph_call_replays_a_clip_model() -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv3d(3, 8, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool3d(1), nn.Flatten()).cuda().eval()
+    clips = torch.randn(3, 2, 3, 4, 8, 8, device="cuda")
+    graphed = co.CudaGraphCall(net, clips[0])
+    for clip in clips:  # each replay reads the new input from the static buffer
+        torch.testing.assert_close(graphed(clip).clone(), net(clip), atol=1e-5, rtol=1e-5)
+
+
+def test_cuda_graph_call_refuses_a_cpu_input() -> None:
+    with pytest.raises(ValueError, match="CUDA"):
+        co.CudaGraphCall(lambda x: x, torch.randn(2))
