@@ -32,7 +32,8 @@ from omegaconf import DictConfig
 
 from experiments import utils
 from experiments.inputs import clip_input_shape
-from modules.continual import CompiledStep
+from modules.continual import CompiledStep, set_depthwise_step
+from modules.continual.conv import DEPTHWISE_STEPS
 from modules.continual.replay import compile_graph
 from modules.nets import build
 from modules.profiling.cuda_profile import format_cuda_profiles
@@ -67,11 +68,30 @@ def bench_pair(
     fold_bn = bool(cfg.fold_bn)
     shape = list(pair.get("input_shape") or clip_input_shape(pair.clip))
     clip_net, twin = build(pair.clip, inference=fold_bn).eval(), build(pair.continual, inference=fold_bn).eval()
-    names = {"clip_model": pair.clip, "continual_model": pair.continual, "fold_bn": fold_bn}
+    setup, label = _twin_setup(pair)
+    names = {"clip_model": pair.clip, "continual_model": pair.continual + label, "fold_bn": fold_bn}
     if precision != "fp32" and (why := _unsupported(clip_net, twin, shape, device, precision)):
         return {**names, "device": device, "batch_size": batch_size, "precision": precision, "skipped": why}
-    row = compare(clip_net, twin, shape, device, batch_size, _timing(cfg, device, batch_size), precision)
+    row = compare(clip_net, twin, shape, device, batch_size, _timing(cfg, device, batch_size), precision, setup)
     return {**names, **row}
+
+
+def _twin_setup(pair: DictConfig) -> tuple[Any, str]:
+    """A pair's ``depthwise_step`` (``co.set_depthwise_step``: ``unrolled`` lets a compiler fuse the depthwise
+    convolutions' step with the work around them) as a setup of the twin, and the label its rows carry."""
+    mode = pair.get("depthwise_step")
+    if mode is None:
+        return None, ""
+    if mode not in DEPTHWISE_STEPS:
+        raise ValueError(f"pair {pair.clip}/{pair.continual}: depthwise_step={mode!r} is none of {DEPTHWISE_STEPS}")
+
+    def setup(twin: torch.nn.Module) -> None:
+        if not set_depthwise_step(twin, mode):
+            raise ValueError(
+                f"pair {pair.clip}/{pair.continual}: depthwise_step set, but the twin has no depthwise conv"
+            )
+
+    return setup, f"[depthwise_step={mode}]"
 
 
 def _unsupported(

@@ -26,7 +26,7 @@ from .container import (
     Residual,
     Sequential,
 )
-from .conv import Conv1d, Conv2d, Conv3d
+from .conv import Conv1d, Conv2d, Conv3d, set_depthwise_step
 from .convert import UnsupportedModuleError, continual, register
 from .delay import Delay, Skip
 from .export import ExportedStep, ExportError, OnnxStepRunner, TorchExportRunner, export
@@ -116,6 +116,7 @@ __all__ = [
     "ordinary_tensors",
     "out_of_place",
     "register",
+    "set_depthwise_step",
     "set_temporal_fill",
     "set_temporal_window",
     "state_slots",

@@ -15,6 +15,8 @@ each tap once), but one depthwise call instead of a ``k``-times wider one plus `
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -24,7 +26,7 @@ from torch import Tensor, nn
 from .base import StatefulModule, check_fill, in_place_ok, ordinary_tensors
 from .convert import UnsupportedModuleError, check_build_kwargs, register
 
-__all__ = ["Conv1d", "Conv2d", "Conv3d"]
+__all__ = ["DEPTHWISE_STEPS", "Conv1d", "Conv2d", "Conv3d", "set_depthwise_step"]
 
 _SPATIAL_CONV = {1: F.conv1d, 2: F.conv2d}
 
@@ -48,6 +50,48 @@ def _pointwise_conv(x: Tensor, w: Tensor) -> Tensor:
     return torch.matmul(w2, x.flatten(2)).view(x.shape[0], w.shape[0], *x.shape[2:])
 
 
+def _unrolled_depthwise(
+    x: Tensor, w: Tensor, stride: Sequence[int], padding: Sequence[int], dilation: Sequence[int], multiplier: int
+) -> Tensor:
+    """A depthwise convolution (``groups`` = input channels, ``multiplier`` outputs per channel, weight
+    ``(C * multiplier, 1, *k)``, zero padding) as a sum of shifted products: element-wise work that inductor fuses
+    into one generated kernel with what surrounds it, where a convolution stays a library call of its own."""
+    if any(padding):
+        x = F.pad(x, tuple(p for p in reversed(padding) for _ in range(2)))
+    if multiplier > 1:
+        x = x.repeat_interleave(multiplier, dim=1)  # output channel c * m + l reads input channel c
+    kernel = w.shape[2:]
+    size = [(x.shape[2 + i] - dilation[i] * (k - 1) - 1) // stride[i] + 1 for i, k in enumerate(kernel)]
+    out: Tensor | None = None
+    for offsets in itertools.product(*(range(k) for k in kernel)):
+        window = tuple(slice(o * d, o * d + s * (n - 1) + 1, s) for o, d, s, n in zip(offsets, dilation, stride, size))
+        term = x[(slice(None), slice(None), *window)] * w[(slice(None), 0, *offsets)].view(1, -1, *(1,) * len(size))
+        out = term if out is None else out + term
+    assert out is not None
+    return out
+
+
+#: how the step of a depthwise convolution with a spatial kernel runs (``set_depthwise_step``)
+DEPTHWISE_STEPS = ("conv", "unrolled")
+
+
+def set_depthwise_step(net: nn.Module, mode: str) -> int:
+    """How every continual depthwise convolution in ``net`` with a spatial kernel larger than 1 steps: ``"conv"``
+    (default: a library convolution; on CPU over a window of input frames) or ``"unrolled"`` (partial sums whose
+    per-frame products are shifted element-wise multiply-adds, ``_unrolled_depthwise``: slower eagerly, for
+    compilers that fuse them). Outputs are the same up to float rounding. Restarts the stream of every layer it
+    changes (their states differ in form); returns how many layers it set."""
+    if mode not in DEPTHWISE_STEPS:
+        raise ValueError(f"unknown depthwise step {mode!r}: choose one of {DEPTHWISE_STEPS}")
+    changed = 0
+    for module in net.modules():
+        if isinstance(module, _ContinualConv) and module._depthwise_spatial:
+            module.depthwise_step = mode
+            module.clean_state()
+            changed += 1
+    return changed
+
+
 def _cache_key(kind: str, w: Tensor) -> tuple[Any, ...] | None:
     """What identifies a derived copy of the weight ``w``, or None when it must not be cached: autograd may need a
     fresh graph, or ``w`` is an inference tensor (built under ``torch.inference_mode``), which has no version
@@ -64,6 +108,8 @@ class _ContinualConv(StatefulModule):
 
     _state_names = ("_acc", "_buf")
     _nd: int
+    #: "conv" or "unrolled": see ``set_depthwise_step``
+    depthwise_step = "conv"
 
     def _setup(self, temporal_fill: str | None) -> None:
         ordinary_tensors(self, recurse=False)  # built under inference_mode: steppable and loadable in any mode
@@ -97,6 +143,11 @@ class _ContinualConv(StatefulModule):
         )
 
     @property
+    def _depthwise_spatial(self) -> bool:
+        """Depthwise (one group per input channel) with a spatial kernel larger than 1."""
+        return self._nd > 1 and self.groups == self.in_channels and any(k > 1 for k in self.kernel_size[1:])
+
+    @property
     def _buffered(self) -> bool:
         """Whether steps keep an input window (depthwise convs with a temporal kernel, on CPU) instead of partial
         sums. On CUDA the partial sums are faster: cuDNN's channels-last 3-D depthwise kernels are slow (a CoX3D-S
@@ -106,6 +157,7 @@ class _ContinualConv(StatefulModule):
             and self.groups == self.in_channels
             and self.kernel_size[0] > 1
             and self.weight.device.type == "cpu"
+            and self.depthwise_step == "conv"
         )
 
     # --- temporal properties -------------------------------------------------------------------------
@@ -200,6 +252,9 @@ class _ContinualConv(StatefulModule):
                 if self.groups == 1
                 else F.conv1d(step.unsqueeze(-1), w.unsqueeze(-1), groups=self.groups).squeeze(-1)
             )
+        elif self.depthwise_step == "unrolled" and self._depthwise_spatial:
+            pads = (0,) * (self._nd - 1) if isinstance(padding, int) else padding
+            y = _unrolled_depthwise(step, w, self.stride[1:], pads, self.dilation[1:], w.shape[0] // self.groups)
         else:
             conv = _SPATIAL_CONV[self._nd - 1]
             y = conv(step, w, None, self.stride[1:], padding, self.dilation[1:], self.groups)
@@ -323,7 +378,9 @@ class _ContinualConv(StatefulModule):
         """How this conv steps, decided once per stream (the device may change between streams)."""
         kind = self.__dict__.get("_kind")
         if kind is None:
-            if self._buffered:
+            if self.depthwise_step == "unrolled" and self._depthwise_spatial:
+                kind = "taps"
+            elif self._buffered:
                 kind = "window"
             elif self._pointwise and self.kernel_size[0] == 1:
                 kind = "pointwise"

@@ -277,10 +277,12 @@ def compare(
     batch_size: int = 1,
     how: Timing | None = None,
     precision: str = "fp32",
+    twin_setup: Callable[[nn.Module], Any] | None = None,
 ) -> dict[str, Any]:
     """Rates, their ratios and the FLOP ratio of ``clip_net`` on clips ``(batch_size, *input_shape)`` (``(C, T,
     *spatial)``) vs ``twin`` stepping frames ``(batch_size, C, *spatial)`` on ``device`` in ``precision``
-    (module docstring)."""
+    (module docstring). ``twin_setup(twin)`` changes how the twin computes (e.g. ``co.set_depthwise_step``) after
+    its FLOPs are counted: the arithmetic is the net's, however its kernels express it."""
     how = how or Timing()
     dev = torch.device(device)
     if precision == "tf32" and dev.type != "cuda":
@@ -299,6 +301,8 @@ def compare(
         "frame_gflops": frame["gflops_per_prediction"],
         "flop_ratio": clip["gflops_per_prediction"] / frame["gflops_per_prediction"],
     }
+    if twin_setup is not None:
+        twin_setup(twin)
     with precision_mode(precision) as dtype, torch.no_grad():
         clip_net, twin = clip_net.to(dtype), twin.to(dtype)
         host_clip = torch.randn(batch_size, *input_shape).to(dtype)

@@ -56,6 +56,28 @@ def test_replayed_trace_equals_eager_steps() -> None:
     assert all(o is not None for o in outputs)
 
 
+@pytest.mark.parametrize("backend", ["eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_unrolled_depthwise_steps_trace_and_compile_as_the_eager_steps(backend: str) -> None:
+    torch.manual_seed(1)
+    reference = _net()
+    net = copy.deepcopy(reference)
+    assert co.set_depthwise_step(net, "unrolled") == 1
+    clip = torch.randn(1, 3, 10, 8, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(net.forward_steps(clip), reference.forward_steps(clip), atol=1e-5, rtol=1e-5)
+    torch._dynamo.reset()
+    _check(net, backend)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_unrolled_depthwise_steps_compile_on_cuda_as_a_graph() -> None:
+    net = _net()
+    co.set_depthwise_step(net, "unrolled")
+    torch._dynamo.reset()
+    _check(net, "inductor", steps=6, device="cuda", cuda_graph=True)
+
+
 def test_strided_net_cycles_through_one_trace_per_phase() -> None:
     net = _net(temporal_stride=2)
     outputs = _check(net, "eager")

@@ -69,6 +69,51 @@ def test_depthwise_conv3d_window_path_equals_torch(k: int, s: int, p: int, d: in
         assert_steps_match(conv, clip, expected, atol=1e-10)
 
 
+@pytest.mark.parametrize(("k", "s", "p", "d"), DEPTHWISE_GRID[::3])
+@pytest.mark.parametrize("fill", ["zeros", "replicate"])
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_depthwise_conv3d_unrolled_step_equals_torch(
+    k: int, s: int, p: int, d: int, fill: str, multiplier: int
+) -> None:
+    """``set_depthwise_step(net, "unrolled")``: partial sums of shifted multiply-adds, spatial stride, dilation and
+    padding included (replicate padding too); same results as torch."""
+    torch.manual_seed(k * 100 + s * 10 + p + d)
+    mode = "zeros" if fill == "zeros" else "replicate"
+    kwargs = dict(kernel_size=(k, 3, 3), stride=(s, 2, 1), padding=(p, 1, 2), dilation=(d, 1, 2), groups=4)
+    conv = co.Conv3d(4, 4 * multiplier, padding_mode=mode, **kwargs).double()
+    assert co.set_depthwise_step(conv, "unrolled") == 1 and not conv._buffered
+    reference = nn.Conv3d(4, 4 * multiplier, padding_mode=mode, **kwargs).double()
+    reference.load_state_dict(conv.state_dict())
+    clip = torch.randn(2, 4, 9, 5, 7, dtype=torch.float64)
+    expected = reference(clip)
+    assert_steps_match(conv, clip, expected, atol=1e-10)
+    assert conv._step_kind() == "taps" and conv._buf is None  # partial sums, no window of input frames
+
+
+def test_unrolled_depthwise_steps_of_a_one_tap_conv_and_a_conv2d_equal_torch() -> None:
+    torch.manual_seed(0)
+    net = co.Sequential(co.Conv3d(4, 4, (1, 3, 3), padding=(0, 1, 1), groups=4), co.Conv3d(4, 6, 1)).double()
+    flat = co.Conv2d(3, 3, (2, 5), padding=(1, 2), groups=3).double()
+    assert co.set_depthwise_step(net, "unrolled") == 1 and co.set_depthwise_step(flat, "unrolled") == 1
+    clip = torch.randn(1, 4, 5, 6, 6, dtype=torch.float64)
+    assert_steps_match(net, clip, net(clip), atol=1e-10)
+    signal = torch.randn(2, 3, 7, 9, dtype=torch.float64)
+    assert_steps_match(flat, signal, flat(signal), atol=1e-10)
+    with pytest.raises(ValueError, match=r"unknown depthwise step 'fused': choose one of \('conv', 'unrolled'\)"):
+        co.set_depthwise_step(net, "fused")
+
+
+def test_set_depthwise_step_restarts_the_streams_it_changes() -> None:
+    torch.manual_seed(0)
+    conv = co.Conv3d(2, 2, 3, padding=1, groups=2).double()
+    clip = torch.randn(1, 2, 6, 4, 4, dtype=torch.float64)
+    conv.forward_steps(clip[:, :, :3])
+    assert conv._buf is not None  # a window, on CPU
+    co.set_depthwise_step(conv, "unrolled")
+    assert conv._buf is None and conv._acc is None  # a fresh stream in the new form
+    assert_steps_match(conv, clip, conv(clip), atol=1e-10)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_conv3d_groups_spatial_stride_dilation(dtype: torch.dtype) -> None:
     torch.manual_seed(0)
