@@ -133,8 +133,8 @@ test-all: install ## every CPU test, the slow ones included (~12 min)
 test-gpu: install ## the CUDA tests (needs a GPU)
 	$(PY) -m pytest -m gpu -q $(ARGS)
 
-bench-gpu: install ## X3D-S/M (batch 1, 64) and X3D-L (batch 64) vs their CoX3D twins on CUDA: eager, compiled, CUDA graphs, fp32/tf32/bf16, a step profile -> outputs/bench/.../{bench.json,profile.md}
-	$(PY) -m experiments.bench --config-name bench_gpu $(ARGS)
+bench-gpu: install ## X3D-S/M (batch 1, 64) and X3D-L (batch 64) vs their CoX3D twins on CUDA: each eager, compiled and as CUDA graphs, TF32 and bf16, CoX3D-S with unrolled depthwise steps, where the GPU time goes (configs/bench_gpu.yaml) -> outputs/bench_gpu/<date>/<time>/{bench.json,profile.md}
+	$(PY) -m experiments.bench --config-name=bench_gpu $(ARGS)
 
 # gpu-check: one folder of at most 8 files, no subfolders (what a lent GPU machine's $OUT brings back)
 ifndef GPU_OUT

@@ -191,7 +191,7 @@ def test_gpu_check_runs_the_tests_then_the_bench_into_one_flat_folder(tmp_path):
     assert run.returncode == 0, run.stderr
     out = tmp_path / "out"  # $OUT is the default folder
     tests = f"ran -m pytest -m gpu -q --junitxml={out}/test_gpu.xml -x"
-    bench = f"ran -m experiments.bench --config-name bench_gpu output_file={out}/bench.json"
+    bench = f"ran -m experiments.bench --config-name=bench_gpu output_file={out}/bench.json"
     assert run.stdout.index(tests) < run.stdout.index(bench), run.stdout
     assert f"history_file={out}/bench_history.csv rounds=1" in run.stdout
     assert tests in (out / "test_gpu.log").read_text() and bench in (out / "bench.log").read_text()
