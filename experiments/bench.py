@@ -118,6 +118,9 @@ def profile_pair(pair: DictConfig, batch_size: int, cfg: DictConfig) -> str:
 
     shape = pair.get("input_shape") or clip_input_shape(pair.clip)
     clip_net, twin = build(pair.clip, inference=True), build(pair.continual, inference=True)
+    setup, _ = _twin_setup(pair)
+    if setup is not None:
+        setup(twin)
     clip = torch.randn(batch_size, *shape)
     backend, options = str(cfg.compile_backend), dict(cfg.compile_options or {}) or None
     # per-kernel profiling changes the generated code, so both nets are compiled anew under it
@@ -164,7 +167,7 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
         try:
             row = bench_pair(pair, device, batch_size, cfg, precision)
         except torch.cuda.OutOfMemoryError as err:  # e.g. a large clip model's batch and its CUDA graphs' pools
-            row = {"clip_model": pair.clip, "continual_model": pair.continual, "device": device}
+            row = {"clip_model": pair.clip, "continual_model": pair.continual + _twin_setup(pair)[1], "device": device}
             row |= {"batch_size": batch_size, "precision": precision, "skipped": f"out of GPU memory: {err}"}
         _release(device)
         if "skipped" in row:
@@ -244,6 +247,9 @@ def _write_profiles(cfg: DictConfig, meta: dict[str, Any], rows: list[dict[str, 
             f"batch {row['batch_size']} (CUDA {meta['cuda']}): per call"
         )
         tables.append(format_cuda_profiles(row["cuda_profile"], title))
+    if len(tables) == 1:
+        log.info("profile=true, but nothing was profiled (no CPU device, no CUDA row in profile_batch_sizes)")
+        return
     text = "\n\n".join(tables) + "\n"
     print(text)
     path = _profile_path(cfg)
@@ -288,7 +294,7 @@ def main(cfg: DictConfig) -> None:
         for r in rows
     }
     files = {"results": cfg.output_file, "history": cfg.history_file}
-    if cfg.get("profile"):
+    if cfg.get("profile") and _profile_path(cfg).is_file():
         files["profile"] = str(_profile_path(cfg))
     utils.report_run("bench", cfg.paths.output_dir, files, headline)
 

@@ -203,3 +203,9 @@ def test_a_pair_can_step_its_depthwise_convs_unrolled_and_says_so(compose_cfg, t
     plain = "[{clip: conv_stack, continual: co_conv_stack, input_shape: [3, 8, 16, 16], depthwise_step: unrolled}]"
     with pytest.raises(ValueError, match="depthwise_step set, but the twin has no depthwise conv"):
         main(compose_cfg("bench.yaml", [*QUICK, f"pairs={plain}"]))
+
+
+def test_profile_batch_sizes_choose_what_is_profiled_and_nothing_profiled_writes_nothing(compose_cfg, tmp_path, capsys):
+    main(compose_cfg("bench.yaml", [*QUICK, "profile=true", "profile_batch_sizes=[2]"]))
+    assert not (tmp_path / "run" / "profile.md").exists()
+    assert "profile" not in capsys.readouterr().out.split("run directory")[-1]
