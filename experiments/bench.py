@@ -37,7 +37,14 @@ from modules.continual.conv import DEPTHWISE_STEPS
 from modules.continual.replay import compile_graph
 from modules.nets import build
 from modules.profiling.cuda_profile import format_cuda_profiles
-from modules.profiling.speedup import Timing, append_history, compare, format_table, precision_mode
+from modules.profiling.speedup import (
+    Timing,
+    append_history,
+    compare,
+    format_markdown,
+    format_table,
+    precision_mode,
+)
 from modules.profiling.step_profile import format_rows, profile_clip, profile_step
 
 log = logging.getLogger(__name__)
@@ -156,7 +163,7 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
     # the commit of the code this process runs: taken before timing, since the checkout may move during a long run
     meta = {
         "date": dt.datetime.now().isoformat(timespec="seconds"), "commit": _commit(), "torch": torch.__version__,
-        "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None, "threads": torch.get_num_threads(),
     }  # fmt: skip
     path = Path(cfg.output_file)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -184,6 +191,8 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
         print(f"skipped ({len(skipped)}): " + "; ".join(_skip_label(s) for s in skipped))
     _write_results(path, meta, rows, skipped, complete=True)
     log.info(f"wrote {path}")
+    if rows:  # the table for a README, with the run's provenance
+        _markdown_path(cfg).write_text(format_markdown(rows, meta))
     if cfg.get("profile"):
         _write_profiles(cfg, meta, rows)
     return rows
@@ -264,6 +273,10 @@ def _cpu_fp32(cfg: DictConfig) -> DictConfig:
     return narrowed
 
 
+def _markdown_path(cfg: DictConfig) -> Path:
+    return Path(cfg.output_file).with_suffix(".md")
+
+
 def _profile_path(cfg: DictConfig) -> Path:
     return Path(cfg.output_file).with_name("profile.md")
 
@@ -293,8 +306,8 @@ def main(cfg: DictConfig) -> None:
         + f" (FLOPs {r['flop_ratio']:.3g}x)"
         for r in rows
     }
-    files = {"results": cfg.output_file, "history": cfg.history_file}
-    if cfg.get("profile") and _profile_path(cfg).is_file():
+    files = {"results": cfg.output_file, "table": str(_markdown_path(cfg)), "history": cfg.history_file}
+    if cfg.get("profile"):
         files["profile"] = str(_profile_path(cfg))
     utils.report_run("bench", cfg.paths.output_dir, files, headline)
 

@@ -37,6 +37,11 @@ def test_bench_reports_rates_and_ratios(compose_cfg, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "bench finished; run directory: run\n" in printed
     assert re.search(r"^  results\s+run/bench\.json$", printed, re.MULTILINE)
+    assert re.search(r"^  table\s+run/bench\.md$", printed, re.MULTILINE)
+    table = (tmp_path / "run" / "bench.md").read_text().splitlines()
+    assert table[0].endswith(f"commit {saved['meta']['commit']}, torch {torch.__version__}")
+    best = f"**{row['speedup_best']:.2f} [{row['speedup_best_min']:.2f}-{row['speedup_best_max']:.2f}]**"
+    assert table[4].startswith("| conv_stack / co_conv_stack | 1 | fp32 | ") and best in table[4]
     speedups = f"eager {row['speedup']:.3g}x, default {row['speedup_default']:.3g}x, best {row['speedup_best']:.3g}x"
     speedups += f" (FLOPs {row['flop_ratio']:.3g}x)"
     assert re.search(rf"^  conv_stack/co_conv_stack cpu B=1\s+{re.escape(speedups)}$", printed, re.MULTILINE)
@@ -209,3 +214,20 @@ def test_profile_batch_sizes_choose_what_is_profiled_and_nothing_profiled_writes
     main(compose_cfg("bench.yaml", [*QUICK, "profile=true", "profile_batch_sizes=[2]"]))
     assert not (tmp_path / "run" / "profile.md").exists()
     assert "profile" not in capsys.readouterr().out.split("run directory")[-1]
+
+
+def test_the_markdown_table_shows_each_variant_and_dashes_what_was_not_measured():
+    from modules.profiling.speedup import format_markdown
+
+    row = {"clip_model": "x3d_s", "continual_model": "cox3d_s", "device": "cuda", "device_name": "NVIDIA H200"}
+    row |= {"batch_size": 1, "precision": "tf32", "clips_per_s": 174.0, "clips_per_s_graph": 250.0}
+    row |= {"frames_per_s": 93.0, "frames_per_s_graph": 748.0, "frames_per_s_compiled_graph": 2000.0}
+    row |= {"speedup_best": 8.0, "speedup_best_min": 7.5, "speedup_best_max": 8.5, "flop_ratio": 12.9}
+    row |= {"speedup_default": 0.53, "speedup_default_min": 0.5, "speedup_default_max": 0.6}
+    text = format_markdown([row], {"date": "2026-12-06", "commit": "abc", "torch": "2.11", "cuda": "13.0"})
+    lines = text.splitlines()
+    assert lines[0] == "NVIDIA H200; 2026-12-06, commit abc, torch 2.11, CUDA 13.0"
+    assert lines[4] == (
+        "| x3d_s / cox3d_s | 1 | tf32 | 174.0 / - / 250.0 / - | 93.0 / - / 748.0 / 2000.0 | **8.00 [7.50-8.50]** "
+        "| 0.53 [0.50-0.60] | 12.9 |"
+    )

@@ -403,6 +403,37 @@ def _best_cell(row: dict[str, Any], keys: tuple[str, ...], width: int) -> str:
     return f"{best:>{width}.1f}" if best is not None else " " * width
 
 
+#: the markdown table's rate columns: header -> the rate keys it shows, eager / compiled / graph / compiled graph
+_MARKDOWN_RATES = {
+    "clip model clips/s": ("clips_per_s", "clips_per_s_compiled", "clips_per_s_graph", "clips_per_s_compiled_graph"),
+    "twin frames/s": ("frames_per_s", "frames_per_s_compiled", "frames_per_s_graph", "frames_per_s_compiled_graph"),
+}
+
+
+def format_markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    """The rows as a markdown table for a README, headed by the run's provenance (``meta``: date, commit, torch,
+    cuda): per row the rates of each net eager / compiled / CUDA graph / compiled CUDA graph ("-" where not
+    measured), the ratio each net at its fastest (``speedup_best``, median [min-max] over rounds), the default
+    path's and the FLOP ratio."""
+    devices = ", ".join(sorted({str(r.get("device_name", r["device"])) for r in rows}))
+    lines = [
+        f"{devices}; {meta.get('date')}, commit {meta.get('commit')}, torch {meta.get('torch')}"
+        + (f", CUDA {meta['cuda']}" if meta.get("cuda") else ""),
+        "",
+        "| pair | B | precision | " + " | ".join(f"{h} (eager / compiled / graph / compiled graph)" for h in
+                                                _MARKDOWN_RATES) + " | best ratio | default ratio | FLOP ratio |",
+        "|---|---:|---|---|---|---|---|---|",
+    ]  # fmt: skip
+    for r in rows:
+        rates = [" / ".join(f"{r[k]:.1f}" if k in r else "-" for k in keys) for keys in _MARKDOWN_RATES.values()]
+        lines.append(
+            f"| {r['clip_model']} / {r['continual_model']} | {r['batch_size']} | {r.get('precision', 'fp32')} | "
+            + " | ".join(rates)
+            + f" | **{_ratio(r, 'speedup_best')}** | {_ratio(r, 'speedup_default')} | {r['flop_ratio']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def _ratio(row: dict[str, Any], key: str) -> str:
     """``median [min-max]`` of a per-round ratio, blank where the row lacks it."""
     if key not in row:
