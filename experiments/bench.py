@@ -155,6 +155,7 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
     torch.manual_seed(cfg.seed)
     if cfg.get("num_threads"):
         torch.set_num_threads(int(cfg.num_threads))
+    torch.backends.cudnn.benchmark = bool(cfg.get("cudnn_benchmark"))
     if cfg.get("require_cuda") and "cuda" in cfg.devices and not torch.cuda.is_available():
         raise RuntimeError(
             "no CUDA device here, and this bench (require_cuda=true, e.g. configs/bench_gpu.yaml) measures on one: "

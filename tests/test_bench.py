@@ -154,6 +154,7 @@ def test_the_gpu_bench_config_measures_the_issue_pairs_on_cuda(compose_cfg):
     assert pairs[3] == ("x3d_s", "cox3d_s", [1]) and cfg.pairs[3].depthwise_step == "unrolled"
     assert list(cfg.devices) == ["cuda"] and list(cfg.compile_devices) == ["cuda"] and cfg.require_cuda
     assert list(cfg.precisions) == ["tf32", "bf16"] and cfg.cuda_graph and cfg.profile and not cfg.onnx
+    assert cfg.cudnn_benchmark and not compose_cfg("bench.yaml").cudnn_benchmark
     assert str(cfg.history_file).endswith("paper/results/bench_gpu_history.csv")
 
 
