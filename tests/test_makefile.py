@@ -169,7 +169,7 @@ def test_offline_mode_refuses_a_python_without_torch_and_names_the_fix(tmp_path)
     assert not (tmp_path / ".site").exists()
 
 
-def _gpu_check(tmp_path: Path, fail_on: str) -> subprocess.CompletedProcess:
+def _gpu_check(tmp_path: Path, fail_on: str, *extra: str) -> subprocess.CompletedProcess:
     """``make gpu-check`` for real in a copy of the Makefile, offline mode, with a stand-in for the Python that
     prints its arguments and fails where they contain ``fail_on``."""
     (tmp_path / "Makefile").write_text(MAKEFILE)
@@ -182,7 +182,7 @@ def _gpu_check(tmp_path: Path, fail_on: str) -> subprocess.CompletedProcess:
     fake.chmod(0o755)
     return _make(
         "gpu-check", "WHEELS=wh", f"PYTHON={sys.executable}", f"PY={fake}", "GPU_TEST_ARGS=-x",
-        "GPU_BENCH_ARGS=rounds=1", cwd=tmp_path, OUT=str(tmp_path / "out"),
+        "GPU_BENCH_ARGS=rounds=1", *extra, cwd=tmp_path, OUT=str(tmp_path / "out"),
     )  # fmt: skip
 
 
@@ -205,6 +205,14 @@ def test_gpu_check_runs_the_bench_after_failed_tests_and_fails_naming_the_step(t
     assert "ran -m experiments.bench" in run.stdout  # the bench runs even when the tests failed
     step, other = ("test-gpu", "bench-gpu") if failing == "-m pytest" else ("bench-gpu", "test-gpu")
     assert f"make {step} failed" in run.stderr and f"make {other} failed" not in run.stderr
+
+
+def test_gpu_check_with_gpu_tests_0_runs_the_bench_alone(tmp_path):
+    run = _gpu_check(tmp_path, "-m pytest", "GPU_TESTS=0")  # the tests would fail: they must not run
+    assert run.returncode == 0, run.stderr
+    assert "ran -m pytest" not in run.stdout and "make test-gpu skipped (GPU_TESTS=0)" in run.stdout
+    assert "ran -m experiments.bench --config-name=bench_gpu" in run.stdout
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["bench.log"]
 
 
 def test_gpu_check_defaults_to_a_dated_folder_under_outputs_without_out():
