@@ -76,11 +76,16 @@ def bench_pair(
     shape = list(pair.get("input_shape") or clip_input_shape(pair.clip))
     clip_net, twin = build(pair.clip, inference=fold_bn).eval(), build(pair.continual, inference=fold_bn).eval()
     setup, label = _twin_setup(pair)
-    names = {"clip_model": pair.clip, "continual_model": pair.continual + label, "fold_bn": fold_bn}
     if precision != "fp32" and (why := _unsupported(clip_net, twin, shape, device, precision)):
-        return {**names, "device": device, "batch_size": batch_size, "precision": precision, "skipped": why}
+        return _skipped_row(pair, device, batch_size, precision, why)
     row = compare(clip_net, twin, shape, device, batch_size, _timing(cfg, device, batch_size), precision, setup)
-    return {**names, **row}
+    return {"clip_model": pair.clip, "continual_model": pair.continual + label, "fold_bn": fold_bn, **row}
+
+
+def _skipped_row(pair: DictConfig, device: str, batch_size: int, precision: str, why: str) -> dict[str, Any]:
+    """What a row that could not be measured records: where, and why."""
+    names = {"clip_model": pair.clip, "continual_model": pair.continual + _twin_setup(pair)[1]}
+    return {**names, "device": device, "batch_size": batch_size, "precision": precision, "skipped": why}
 
 
 def _twin_setup(pair: DictConfig) -> tuple[Any, str]:
@@ -175,8 +180,7 @@ def bench(cfg: DictConfig) -> list[dict[str, Any]]:
         try:
             row = bench_pair(pair, device, batch_size, cfg, precision)
         except torch.cuda.OutOfMemoryError as err:  # e.g. a large clip model's batch and its CUDA graphs' pools
-            row = {"clip_model": pair.clip, "continual_model": pair.continual + _twin_setup(pair)[1], "device": device}
-            row |= {"batch_size": batch_size, "precision": precision, "skipped": f"out of GPU memory: {err}"}
+            row = _skipped_row(pair, device, batch_size, precision, f"out of GPU memory: {err}")
         _release(device)
         if "skipped" in row:
             log.warning(f"skipped {pair.clip} vs {pair.continual}: {row['skipped']}")

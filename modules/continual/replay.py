@@ -110,43 +110,13 @@ def compile_graph(
     return torch.compile(graph, backend=backend, dynamic=False, fullgraph=True, options=options)
 
 
-class CudaGraphStep:
-    """``CudaGraphStep(net, first_step)`` captures ``net.forward_step`` after stepping ``first_step`` through it
-    until it emits; calling it with a step returns the next output (a view of a static buffer: clone it to keep).
-
-    Requirements: CUDA, eval mode, no autograd, and a net whose temporal stride is 1 (with stride ``s`` only one
-    step in ``s`` emits, so a single captured step cannot stand for all of them).
-    """
-
-    def __init__(self, net: nn.Module, first_step: Tensor, warmup_steps: int = 3) -> None:
-        if first_step.device.type != "cuda":
-            raise ValueError("CudaGraphStep needs the step on a CUDA device")
-        if net.stride[0] != 1:
-            raise ValueError(f"CudaGraphStep needs temporal stride 1, the net has {net.stride[0]}")
-        if net.training:
-            raise ValueError("CudaGraphStep needs net.eval(): training-mode layers cannot step")
-        self.net = net
-        with torch.no_grad():
-            # Fill the window (and choose kernels) eagerly: capture records kernels without running them.
-            warm_until_output(net, first_step, warmup_steps)
-            self.static_in = first_step.clone()
-            self.graph = torch.cuda.CUDAGraph()
-            torch.cuda.synchronize(first_step.device)
-            with torch.cuda.graph(self.graph):
-                self.static_out = net.forward_step(self.static_in)
-
-    def __call__(self, step: Tensor) -> Tensor:
-        self.static_in.copy_(step, non_blocking=True)
-        self.graph.replay()
-        return self.static_out
-
-
 class CudaGraphCall:
     """``CudaGraphCall(fn, example)``: any one-tensor call (a clip model, a compiled clip model) recorded as a CUDA
     graph after ``warmup`` real calls on a side stream (kernel choice, compilation and workspace allocation happen
     there, as capture requires); calling it copies the input into the static input buffer, replays the graph and
     returns the static output (overwritten by the next call: clone it to keep). ``fn`` must not synchronise with the
-    host. It gives a clip model the treatment ``CudaGraphStep`` gives a step, so that the two compare fairly."""
+    host. ``CudaGraphStep`` records a net's step with it; a clip model gets the same treatment, so that the two
+    compare fairly."""
 
     def __init__(self, fn: Callable[[Tensor], Any], example: Tensor, warmup: int = 3) -> None:
         if example.device.type != "cuda":
@@ -167,6 +137,29 @@ class CudaGraphCall:
         self.static_in.copy_(x, non_blocking=True)
         self.graph.replay()
         return self.static_out
+
+
+class CudaGraphStep(CudaGraphCall):
+    """``CudaGraphStep(net, first_step)`` captures ``net.forward_step`` after stepping ``first_step`` through it
+    until it emits; calling it with a step returns the next output (a view of a static buffer: clone it to keep).
+
+    Requirements: CUDA, eval mode, no autograd, and a net whose temporal stride is 1 (with stride ``s`` only one
+    step in ``s`` emits, so a single captured step cannot stand for all of them).
+    """
+
+    def __init__(self, net: nn.Module, first_step: Tensor, warmup_steps: int = 3) -> None:
+        if first_step.device.type != "cuda":
+            raise ValueError("CudaGraphStep needs the step on a CUDA device")
+        if net.stride[0] != 1:
+            raise ValueError(f"CudaGraphStep needs temporal stride 1, the net has {net.stride[0]}")
+        if net.training:
+            raise ValueError("CudaGraphStep needs net.eval(): training-mode layers cannot step")
+        self.net = net
+        with torch.no_grad():
+            # Fill the window eagerly (capture records kernels without running them); the `warmup_steps` more steps
+            # that choose kernels run as CudaGraphCall's warm-up.
+            warm_until_output(net, first_step)
+            super().__init__(net.forward_step, first_step, warmup=warmup_steps)
 
 
 class CompiledStep:
